@@ -1,0 +1,3 @@
+from dli_kernel.cli import main
+
+raise SystemExit(main())

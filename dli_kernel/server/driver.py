@@ -1,0 +1,339 @@
+"""One session's driver: an IPython kernel process that holds a real SparkSession.
+
+Running the driver as an ipykernel gives us, from well-kept code, what a Livy REPL has to build itself:
+captured stdout/stderr, rich display data (figures, HTML), tracebacks, completion and interrupts.
+The manager talks to it through ``jupyter_client`` over its connection file, which is also how a
+restarted server finds a driver that outlived it.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+
+CONNECTION_FILE = "kernel.json"
+PID_FILE = "driver.pid"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class DriverError(Exception):
+    """The driver could not start, answer, or run a statement; the message says why."""
+
+
+class DriverDied(DriverError):
+    """The driver process is gone."""
+
+
+@dataclass
+class ExecutionResult:
+    """What one statement produced, in Livy's terms."""
+
+    status: str  # "ok" | "error"
+    execution_count: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    ename: str = ""
+    evalue: str = ""
+    traceback: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class _OutputCollector:
+    """Folds a statement's IOPub messages into Livy's single ``data`` bundle.
+
+    Livy's ``text/plain`` is stdout and stderr plus the last expression's repr, in order; richer
+    mimetypes (figures, HTML, JSON) are kept beside it, the last one of each type winning.
+    """
+
+    def __init__(self, on_text: Callable[[str], None] | None) -> None:
+        self.text: list[str] = []
+        self.data: dict[str, Any] = {}
+        self.error: dict[str, Any] | None = None
+        self.execution_count: int | None = None
+        self._on_text = on_text
+
+    def add(self, msg: dict[str, Any]) -> None:
+        kind, content = msg["header"]["msg_type"], msg["content"]
+        if kind == "execute_input":
+            self.execution_count = content.get("execution_count")
+        elif kind == "stream":
+            self._append(content.get("text", ""))
+        elif kind in ("execute_result", "display_data"):
+            bundle = dict(content.get("data", {}))
+            plain = bundle.pop("text/plain", None)
+            # A figure's "<Figure size ...>" placeholder is noise next to its image.
+            if plain is not None and (kind == "execute_result" or not bundle):
+                self._append(plain if plain.endswith("\n") else plain + "\n")
+            self.data.update(bundle)
+        elif kind == "error":
+            self.error = content
+
+    def _append(self, text: str) -> None:
+        self.text.append(text)
+        if self._on_text:
+            self._on_text(text)
+
+
+class Driver:
+    """Starts, attaches to, talks to and stops one driver kernel process."""
+
+    def __init__(self, workdir: Path, pid: int, process: subprocess.Popen | None = None) -> None:
+        self.workdir = workdir
+        self.pid = pid
+        self._process = process  # None when attached after a server restart: not our child then
+        self._client = self._connect()
+        self._lock = threading.Lock()  # one request at a time on this client's shell socket
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def launch(cls, workdir: Path, log_path: Path, env: dict[str, str]) -> Driver:
+        """Start a kernel process whose stdout/stderr (and so the JVM's log) go to ``log_path``."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        connection_file = workdir / CONNECTION_FILE
+        write_connection_file(str(connection_file), ip="127.0.0.1")
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    str(connection_file),
+                    # No parent to watch (a server restart must not end the driver), which also keeps
+                    # the console banner meant for humans out of the session log.
+                    "--IPKernelApp.parent_handle=1",
+                    "--IPKernelApp.log_level=ERROR",
+                ],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group: we can stop the kernel and its JVM together, and a server
+                # restart does not take the driver down with it.
+                start_new_session=True,
+            )
+        (workdir / PID_FILE).write_text(str(process.pid))
+        return cls(workdir, process.pid, process)
+
+    @classmethod
+    def attach(cls, workdir: Path) -> Driver | None:
+        """Reconnect to a driver that outlived the previous server, or None if it is gone."""
+        try:
+            pid = int((workdir / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(pid) or not (workdir / CONNECTION_FILE).exists():
+            return None
+        return cls(workdir, pid)
+
+    def _connect(self) -> BlockingKernelClient:
+        client = BlockingKernelClient(connection_file=str(self.workdir / CONNECTION_FILE))
+        client.load_connection_file()
+        client.start_channels()
+        return client
+
+    def is_alive(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        return _pid_alive(self.pid)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the kernel answers, or raise DriverError."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                raise DriverDied("the driver process exited while starting")
+            try:
+                with self._lock:
+                    self._client.kernel_info()
+                    self._client.get_shell_msg(timeout=1.0)
+                return
+            except queue.Empty:
+                continue
+        raise DriverError(f"the driver did not answer within {timeout:.0f} s")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop the kernel and everything it started (the JVM is in its process group)."""
+        if self.is_alive():
+            # A dying kernel may refuse the request; it is killed below anyway.
+            with contextlib.suppress(Exception):
+                self._client.shutdown()
+            self._wait(grace, self.is_alive)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            self._wait(grace, lambda: _group_alive(self.pid))
+        self._client.stop_channels()
+
+    def close(self) -> None:
+        """Let go of the driver without stopping it (a server restart will attach again)."""
+        self._client.stop_channels()
+
+    def _wait(self, timeout: float, busy: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None:
+                self._process.poll()  # reap our child, or its zombie keeps the group alive
+            if not busy():
+                return
+            time.sleep(0.05)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def call(self, expression: str, setup: str = "", timeout: float | None = None) -> Any:
+        """Run ``setup`` silently, then return ``expression``'s value (a Python literal) or raise."""
+        with self._lock:
+            msg_id = self._client.execute(
+                setup, silent=True, user_expressions={"value": expression}, allow_stdin=False
+            )
+            reply = self._shell_reply(msg_id, timeout)
+        content = reply["content"]
+        if content["status"] != "ok":
+            raise DriverError(_strip(f"{content.get('ename')}: {content.get('evalue')}"))
+        value = content["user_expressions"]["value"]
+        if value["status"] != "ok":
+            raise DriverError(_strip(f"{value.get('ename')}: {value.get('evalue')}"))
+        return ast.literal_eval(value["data"]["text/plain"])
+
+    def execute(
+        self,
+        code: str,
+        on_text: Callable[[str], None] | None = None,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> ExecutionResult:
+        """Run one statement to completion.
+
+        ``on_sent`` gets the request's id once it is sent (the statement's Spark job group derives from
+        it); ``on_text`` sees stdout/stderr as it comes.
+        """
+        collector = _OutputCollector(on_text)
+        with self._lock:
+            msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)
+            if on_sent:
+                on_sent(msg_id)
+            while True:
+                try:
+                    msg = self._client.get_iopub_msg(timeout=0.5)
+                except queue.Empty:
+                    if not self.is_alive():
+                        raise DriverDied("the driver process exited while running the statement") from None
+                    continue
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+                collector.add(msg)
+            reply = self._shell_reply(msg_id, timeout=30)["content"]
+        if collector.error or reply["status"] != "ok":
+            error = collector.error or reply
+            ename = error.get("ename", "Error")
+            return ExecutionResult(
+                status="error",
+                execution_count=collector.execution_count,
+                ename=ename,
+                evalue=_strip(error.get("evalue", "")),
+                traceback=_lines(error.get("traceback", [])),
+                interrupted=ename == "KeyboardInterrupt",
+            )
+        data = dict(collector.data)
+        data["text/plain"] = "".join(collector.text)
+        return ExecutionResult(status="ok", execution_count=collector.execution_count, data=data)
+
+    def interrupt(self) -> None:
+        """SIGINT the kernel only: the JVM ignores it, our handler in the kernel cancels the jobs."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGINT)
+
+    def complete(self, code: str, cursor: int, timeout: float = 2.0) -> list[str]:
+        """Completion candidates, or [] when the kernel is busy for longer than ``timeout``."""
+        client = self._connect()  # its own sockets: the statement thread may be using ours
+        try:
+            msg_id = client.complete(code, cursor)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return _whole_tokens(code, reply["content"])
+            return []
+        finally:
+            client.stop_channels()
+
+    def _shell_reply(self, msg_id: str, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                reply = self._client.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                if not self.is_alive():
+                    raise DriverDied("the driver process exited") from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DriverError(f"the driver did not reply within {timeout:.0f} s") from None
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+
+
+def _whole_tokens(code: str, reply: dict[str, Any]) -> list[str]:
+    """IPython's matches replace code[cursor_start:cursor_end]; Livy's candidates are whole dotted names."""
+    start = reply.get("cursor_start", len(code))
+    prefix = re.search(r"[\w.]*$", code[:start]).group()
+    return [prefix + match for match in reply.get("matches", [])]
+
+
+def _strip(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _lines(traceback: list[str]) -> list[str]:
+    """IPython's traceback entries as Livy's list of lines, each ending in a newline."""
+    text = _strip("\n".join(traceback))
+    return [line + "\n" for line in text.splitlines()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

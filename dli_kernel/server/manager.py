@@ -1,0 +1,644 @@
+"""The session registry and its state machine.
+
+Each session has one worker thread that starts its driver and then runs its statements one at a time,
+in order. A reaper thread ends sessions whose heartbeat, ttl or idle timeout ran out, and notices
+drivers that died. Everything a client can see is saved to the store, so a restarted server can
+bring live sessions back (``recovering`` -> ``idle``) and report the others ``dead``.
+
+All state changes happen under one lock; the slow work (starting drivers, running statements,
+stopping processes) happens outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dli_kernel.server.driver import Driver, DriverError, ExecutionResult
+from dli_kernel.server.runtime import PROGRESS_FILE, job_group
+from dli_kernel.spec import SessionSpec, normalize_kind, spark_memory
+
+log = logging.getLogger("dli_kernel.server")
+
+LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shutting_down")
+ENDED_STATES = ("error", "dead", "killed", "success")
+SESSION_STATES = LIVE_STATES + ENDED_STATES
+STATEMENT_STATES = ("waiting", "running", "available", "error", "cancelling", "cancelled")
+STATEMENT_KINDS = ("pyspark", "sql")
+DEFAULT_MAX_ROWS = 1000
+KEPT_ENDED_SESSIONS = 500
+REPEAT_INTERRUPT_AFTER = 5.0
+
+
+class ManagerError(Exception):
+    """A request the manager cannot honour; ``str()`` is the sentence the client sees."""
+
+
+class NotFound(ManagerError):
+    pass
+
+
+class Conflict(ManagerError):
+    """The session exists but is in a state that does not allow the request."""
+
+
+class Invalid(ManagerError):
+    pass
+
+
+@dataclass
+class Settings:
+    state_dir: Path
+    master: str = "local[*]"
+    start_timeout: float = 180.0
+    keep_sessions_on_exit: bool = False
+    python: str = sys.executable
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Statement:
+    id: int
+    code: str
+    kind: str
+    max_rows: int = DEFAULT_MAX_ROWS
+    state: str = "waiting"
+    output: dict[str, Any] | None = None
+    progress: float = 0.0
+    started: int = 0
+    completed: int = 0
+    job_group: str | None = field(default=None, repr=False)
+    cancel_sent: float = field(default=0.0, repr=False)  # monotonic time of the last interrupt
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Session:
+    id: int
+    uuid: str
+    spec: SessionSpec
+    owner: str
+    project_id: str | None
+    workdir: Path
+    state: str = "not_started"
+    created: int = field(default_factory=now_ms)
+    updated: int = 0
+    app_id: str | None = None
+    ui_url: str | None = None
+    ended_reason: str | None = None
+    statements: list[Statement] = field(default_factory=list)
+    # Runtime only, never saved:
+    queue: deque[Statement] = field(default_factory=deque, repr=False)
+    driver: Driver | None = field(default=None, repr=False)
+    stopping: bool = field(default=False, repr=False)
+    last_touch: float = field(default_factory=time.monotonic, repr=False)
+    last_activity: float = field(default_factory=time.monotonic, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "driver.log"
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+    def record(self) -> dict[str, Any]:
+        spec = dataclasses.asdict(self.spec)
+        return {
+            "id": self.id,
+            "uuid": self.uuid,
+            "spec": spec,
+            "owner": self.owner,
+            "project_id": self.project_id,
+            "workdir": str(self.workdir),
+            "state": self.state,
+            "created": self.created,
+            "updated": self.updated,
+            "app_id": self.app_id,
+            "ui_url": self.ui_url,
+            "ended_reason": self.ended_reason,
+        }
+
+    def log_lines(self, start: int | None = None, size: int = 100) -> tuple[int, int, list[str]]:
+        """(from, total, lines) of the driver log; no ``start`` means the last ``size`` lines."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        total = len(lines)
+        if start is None:
+            start = max(0, total - size)
+        return start, total, lines[start : start + size]
+
+
+class SessionManager:
+    def __init__(self, settings: Settings, store: Any) -> None:
+        self.settings = settings
+        self._store = store
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._sessions: dict[int, Session] = {}
+        self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()
+        self._owner = getpass.getuser()
+        self._reaper = threading.Thread(target=self._reap, name="dli-reaper", daemon=True)
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load what the store knows, bring back live sessions, start the reaper."""
+        for record, statement_records in self._store.load():
+            session = _session_from_record(record, statement_records)
+            self._sessions[session.id] = session
+            if not session.ended:
+                self._set_state(session, "recovering", "the server restarted; reconnecting to the driver")
+                self._spawn(session, recover=True)
+        self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper and the sessions (or leave their drivers for the next server)."""
+        self._closing.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._reaper.is_alive():
+            self._reaper.join(timeout=5)
+        live = [s for s in self._sessions.values() if not s.ended]
+        if self.settings.keep_sessions_on_exit:
+            for session in live:
+                self._log(session, "the server stopped; the driver keeps running for the next server")
+                if session.driver:
+                    session.driver.close()
+        else:
+            stoppers = [
+                threading.Thread(target=self._end, args=(s, "success", "the server stopped")) for s in live
+            ]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._store.close()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create(self, spec: SessionSpec, project_id: str | None = None) -> Session:
+        with self._lock:
+            if self._closing.is_set():
+                raise Conflict("the server is shutting down; no new sessions are started.")
+            if spec.name and any(s.spec.name == spec.name for s in self._live()):
+                raise Invalid(f"a session named {spec.name!r} already exists; session names must be unique.")
+            session_id = max(self._sessions, default=-1) + 1
+            session = Session(
+                id=session_id,
+                uuid=str(uuid.uuid4()),
+                spec=spec,
+                owner=self._owner,
+                project_id=project_id,
+                workdir=self.settings.state_dir / "sessions" / str(session_id),
+            )
+            session.workdir.mkdir(parents=True, exist_ok=True)
+            self._sessions[session_id] = session
+            self._set_state(session, "not_started", f"session {session_id} accepted ({spec.kind})")
+            self._prune()
+        self._spawn(session, recover=False)
+        return session
+
+    def get(self, key: str) -> Session:
+        """A session by Livy id, DLI uuid or name."""
+        with self._lock:
+            if key.isdigit() and int(key) in self._sessions:
+                return self._sessions[int(key)]
+            for session in self._sessions.values():
+                if key == session.uuid:
+                    return session
+            named = [s for s in self._sessions.values() if s.spec.name == key]
+            if named:
+                return max(named, key=lambda s: (not s.ended, s.id))
+        raise NotFound(f"session {key!r} does not exist; list sessions to see the ids there are.")
+
+    def list(
+        self,
+        states: Iterable[str] = (),
+        kind: str | None = None,
+        name: str | None = None,
+        cluster: str | None = None,
+        owner: str | None = None,
+    ) -> list[Session]:
+        """Live sessions, or those in ``states`` (ended ones included) when given, oldest first."""
+        wanted = set(states)
+        unknown = wanted - set(SESSION_STATES)
+        if unknown:
+            raise Invalid(
+                f"unknown session state {sorted(unknown)[0]!r}; states are: {', '.join(SESSION_STATES)}."
+            )
+        if kind is not None:
+            kind = normalize_kind(kind)
+        with self._lock:
+            found = []
+            for session in self._sessions.values():
+                if (wanted and session.state not in wanted) or (not wanted and session.ended):
+                    continue
+                if kind and session.spec.kind != kind:
+                    continue
+                if name and name.lower() not in (session.spec.name or "").lower():
+                    continue
+                if cluster and session.spec.cluster_name != cluster:
+                    continue
+                if owner and session.owner != owner:
+                    continue
+                found.append(session)
+            return found
+
+    def touch(self, session: Session) -> None:
+        session.last_touch = time.monotonic()
+
+    def delete(self, session: Session) -> None:
+        """End a session at the user's request; returns once its driver is gone."""
+        with self._lock:
+            if session.ended or session.stopping:
+                raise NotFound(f"session {session.id} has already ended ({session.state}).")
+        self._end(session, "killed", "deleted by the user")
+
+    # -- statements --------------------------------------------------------------------------
+
+    def submit(self, session: Session, code: str, kind: str | None, max_rows: int) -> Statement:
+        kind = normalize_kind(kind, "kind") if kind else session.spec.kind
+        if kind not in STATEMENT_KINDS:
+            raise Invalid(
+                f"statement kind {kind!r} is not supported by this server yet; "
+                f"use one of {', '.join(STATEMENT_KINDS)}."
+            )
+        with self._changed:
+            if session.ended or session.stopping:
+                raise Conflict(
+                    f"session {session.id} is {session.state} and cannot run statements; start a new session."
+                )
+            if session.state == "error":
+                raise Conflict(f"session {session.id} failed to start; see its log and start a new session.")
+            statement = Statement(id=len(session.statements), code=code, kind=kind, max_rows=max_rows)
+            session.statements.append(statement)
+            session.queue.append(statement)
+            session.last_activity = time.monotonic()
+            self._save_statement(session, statement)
+            self._changed.notify_all()
+            return statement
+
+    def statement(self, session: Session, statement_id: str) -> Statement:
+        if statement_id.isdigit() and int(statement_id) < len(session.statements):
+            statement = session.statements[int(statement_id)]
+            if statement.state == "running":
+                self._refresh_progress(session, statement)
+            return statement
+        raise NotFound(f"statement {statement_id!r} does not exist in session {session.id}.")
+
+    def cancel(self, session: Session, statement: Statement) -> None:
+        with self._changed:
+            if statement.state == "waiting":
+                session.queue.remove(statement)
+                self._finish(session, statement, "cancelled", None)
+                return
+            if statement.state != "running":
+                return  # done or already cancelling: cancelling twice changes nothing
+            statement.state = "cancelling"
+            statement.cancel_sent = time.monotonic()
+            self._save_statement(session, statement)
+            driver = session.driver
+        if driver:
+            driver.interrupt()
+
+    def completion(self, session: Session, code: str, kind: str | None, cursor: int) -> list[str]:
+        kind = normalize_kind(kind) if kind else session.spec.kind
+        driver = session.driver
+        if kind != "pyspark" or driver is None or session.state not in ("idle", "busy"):
+            return []
+        return driver.complete(code, cursor)
+
+    def wait_for(self, predicate: Any, timeout: float) -> None:
+        """Block until ``predicate()`` is true or ``timeout`` passes (for long-polling callers)."""
+        with self._changed:
+            self._changed.wait_for(predicate, timeout=timeout)
+
+    # -- the worker: one thread per session ---------------------------------------------------
+
+    def _spawn(self, session: Session, recover: bool) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(session, recover), name=f"dli-session-{session.id}", daemon=True
+        )
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self, session: Session, recover: bool) -> None:
+        try:
+            if recover:
+                self._reconnect(session)
+            else:
+                self._start_driver(session)
+        except DriverError as err:
+            if not session.stopping:
+                self._end(session, "dead" if recover else "error", f"start-up failed: {err}")
+            return
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: session.queue or session.stopping or self._closing.is_set())
+                if session.stopping or self._closing.is_set():
+                    return
+                statement = session.queue.popleft()
+                statement.state = "running"
+                statement.started = now_ms()
+                self._save_statement(session, statement)
+                self._set_state(session, "busy")
+            try:
+                result = session.driver.execute(
+                    self._code_for(statement),
+                    on_sent=lambda msg_id, st=statement: setattr(st, "job_group", job_group(msg_id)),
+                )
+            except DriverError as err:
+                with self._changed:
+                    if not session.stopping:
+                        self._finish(
+                            session, statement, "error", _error_output(statement, "SessionDied", err)
+                        )
+                if not session.stopping:
+                    self._end(session, "dead", f"the driver stopped: {err}")
+                return
+            with self._changed:
+                cancelled = statement.state == "cancelling" and result.status == "error"
+                self._finish(
+                    session, statement, "cancelled" if cancelled else "available", _output(statement, result)
+                )
+                session.last_activity = time.monotonic()
+                if not session.queue and not session.stopping:
+                    self._set_state(session, "idle")
+
+    def _start_driver(self, session: Session) -> None:
+        with self._lock:
+            if session.stopping:
+                return
+            self._set_state(session, "starting", "starting the driver")
+            session.driver = Driver.launch(session.workdir, session.log_path, self._driver_env())
+        session.driver.wait_ready(timeout=60)
+        settings = json.dumps(self._spark_settings(session))
+        info = json.loads(
+            session.driver.call(
+                f"_dli.bootstrap({settings!r})",
+                setup="import dli_kernel.server.runtime as _dli",
+                timeout=self.settings.start_timeout,
+            )
+        )
+        with self._lock:
+            if session.stopping:
+                return
+            session.app_id, session.ui_url = info["appId"], info["sparkUiUrl"]
+            self._set_state(
+                session, "busy" if session.queue else "idle", f"Spark application {session.app_id}"
+            )
+
+    def _reconnect(self, session: Session) -> None:
+        driver = Driver.attach(session.workdir)
+        if driver is None:
+            raise DriverError("the driver process did not survive the server restart")
+        session.driver = driver
+        driver.wait_ready(timeout=30)
+        with self._lock:
+            for statement in session.statements:
+                if statement.state in ("running", "cancelling"):
+                    output = _error_output(
+                        statement, "StatementLost", "the server restarted while this statement ran"
+                    )
+                    self._finish(session, statement, "error", output)
+                elif statement.state == "waiting":
+                    session.queue.append(statement)
+        try:
+            info = json.loads(
+                driver.call("_dli.app_info()", setup="import dli_kernel.server.runtime as _dli")
+            )
+        except DriverError:
+            # The previous server died while this driver was still starting Spark: finish the job.
+            self._log(session, "the driver had not finished starting; starting Spark again")
+            settings = json.dumps(self._spark_settings(session))
+            info = json.loads(
+                driver.call(f"_dli.bootstrap({settings!r})", timeout=self.settings.start_timeout)
+            )
+        with self._lock:
+            session.app_id, session.ui_url = info["appId"], info["sparkUiUrl"]
+            self._set_state(session, "busy" if session.queue else "idle", "reconnected to the driver")
+            self._changed.notify_all()
+
+    def _code_for(self, statement: Statement) -> str:
+        if statement.kind == "sql":
+            # repr() of a str is a Python literal of exactly that string: nothing in it can escape.
+            return f"_dli.run_sql({statement.code!r}, max_rows={int(statement.max_rows)})"
+        return statement.code
+
+    def _driver_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            SPARK_LOCAL_IP="127.0.0.1",  # the Spark UI binds here, not on every interface
+            PYSPARK_PYTHON=self.settings.python,
+            PYSPARK_DRIVER_PYTHON=self.settings.python,
+        )
+        env.pop("JPY_PARENT_PID", None)
+        return env
+
+    def _spark_settings(self, session: Session) -> dict[str, Any]:
+        spec = session.spec
+        res = spec.effective_resources()
+        master = self.settings.master
+        if master.startswith("local"):
+            master = f"local[{res.executor_cores * res.num_executors}]"
+        conf = {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.port.maxRetries": "100",
+            "spark.driver.memory": spark_memory(res.driver_memory_mb),
+            "spark.driver.cores": str(res.driver_cores),
+            "spark.executor.memory": spark_memory(res.executor_memory_mb),
+            "spark.executor.cores": str(res.executor_cores),
+            "spark.executor.instances": str(res.num_executors),
+            "spark.sql.warehouse.dir": str(self.settings.state_dir / "warehouse"),
+        }
+        for key, values in (
+            ("spark.jars", spec.jars),
+            ("spark.submit.pyFiles", spec.py_files),
+            ("spark.files", spec.files),
+            ("spark.archives", spec.archives),
+        ):
+            if values:
+                conf[key] = ",".join(values)
+        conf.update(spec.conf)  # the user's conf wins over ours
+        return {"master": master, "app_name": spec.name or f"dli-session-{session.id}", "conf": conf}
+
+    # -- the reaper ---------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while not self._closing.wait(1.0):
+            now = time.monotonic()
+            for session in list(self._sessions.values()):
+                if session.ended or session.stopping:
+                    continue
+                self._repeat_interrupts(session, now)
+                reason = self._expired(session, now)
+                if reason:
+                    self._end(session, "dead", reason)
+                elif session.state == "idle" and session.driver and not session.driver.is_alive():
+                    self._end(session, "dead", "the driver process exited")
+
+    @staticmethod
+    def _repeat_interrupts(session: Session, now: float) -> None:
+        """A first interrupt lets a Spark call fail on its own; code that ignores it gets another."""
+        for statement in session.statements[-1:]:
+            if statement.state == "cancelling" and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER:
+                statement.cancel_sent = now
+                if session.driver:
+                    session.driver.interrupt()
+
+    @staticmethod
+    def _expired(session: Session, now: float) -> str | None:
+        spec = session.spec
+        quiet = now - session.last_touch
+        if spec.heartbeat_timeout_s and quiet > spec.heartbeat_timeout_s:
+            return f"no request for {quiet:.0f} s (heartbeatTimeoutInSecond={spec.heartbeat_timeout_s})"
+        if spec.ttl_s and quiet > spec.ttl_s:
+            return f"no request for {quiet:.0f} s (ttl={spec.ttl_s} s)"
+        idle = now - session.last_activity
+        if spec.idle_timeout_s and session.state == "idle" and idle > spec.idle_timeout_s:
+            return f"no statement for {idle:.0f} s (idleTimeout={spec.idle_timeout_s} s)"
+        return None
+
+    # -- state changes (all under the lock) ---------------------------------------------------
+
+    def _end(self, session: Session, final_state: str, reason: str) -> None:
+        """Stop the driver and everything it started, then record the final state and why."""
+        with self._changed:
+            if session.ended:
+                return
+            session.stopping = True
+            session.ended_reason = reason
+            running = [s for s in session.statements if s.state in ("running", "cancelling")]
+            self._set_state(session, "shutting_down", f"shutting down: {reason}")
+            self._changed.notify_all()
+            driver = session.driver
+        if driver:
+            if running:
+                driver.interrupt()
+            driver.stop()
+        with self._changed:
+            for statement in session.statements:
+                if statement.state in ("waiting", "running", "cancelling"):
+                    output = _error_output(statement, "SessionEnded", f"the session ended: {reason}")
+                    self._finish(session, statement, "cancelled", output)
+            session.queue.clear()
+            self._set_state(session, final_state, reason)
+
+    def _set_state(self, session: Session, state: str, message: str | None = None) -> None:
+        with self._changed:
+            if message:
+                self._log(session, message)
+            session.state = state
+            session.updated = now_ms()
+            self._store.save_session(session.id, session.record())
+            self._changed.notify_all()
+
+    def _finish(self, session: Session, statement: Statement, state: str, output: dict | None) -> None:
+        statement.state = state
+        statement.output = output
+        statement.progress = 1.0
+        statement.completed = now_ms()
+        self._save_statement(session, statement)
+        self._changed.notify_all()
+
+    def _save_statement(self, session: Session, statement: Statement) -> None:
+        self._store.save_statement(session.id, statement.id, statement.record())
+
+    def _log(self, session: Session, message: str) -> None:
+        stamp = time.strftime("%y/%m/%d %H:%M:%S")
+        with open(session.log_path, "a") as log_file:
+            log_file.write(f"{stamp} INFO dli-kernel: {message}\n")
+
+    def _refresh_progress(self, session: Session, statement: Statement) -> None:
+        """Finished tasks / all tasks of the statement's Spark jobs, as the driver last wrote them."""
+        try:
+            counts = json.loads((session.workdir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return  # progress is a hint; keep the last value rather than fail the request
+        if counts.get("group") == statement.job_group and counts.get("total"):
+            statement.progress = min(counts["done"] / counts["total"], 0.99)
+
+    def _live(self) -> list[Session]:
+        return [s for s in self._sessions.values() if not s.ended]
+
+    def _prune(self) -> None:
+        ended = [s for s in self._sessions.values() if s.ended]
+        for session in ended[: max(0, len(ended) - KEPT_ENDED_SESSIONS)]:
+            del self._sessions[session.id]
+            self._store.delete_session(session.id)
+            shutil.rmtree(session.workdir, ignore_errors=True)
+
+
+def _output(statement: Statement, result: ExecutionResult) -> dict[str, Any]:
+    if result.status == "ok":
+        return {"status": "ok", "execution_count": statement.id, "data": result.data}
+    traceback = result.traceback
+    if statement.kind == "sql":
+        # The Python frames of our SQL runner are not the user's business; the message is.
+        traceback = [line + "\n" for line in f"{result.ename}: {result.evalue}".splitlines()]
+    return {
+        "status": "error",
+        "execution_count": statement.id,
+        "ename": result.ename,
+        "evalue": result.evalue,
+        "traceback": traceback,
+    }
+
+
+def _error_output(statement: Statement, ename: str, evalue: object) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "execution_count": statement.id,
+        "ename": ename,
+        "evalue": str(evalue),
+        "traceback": [f"{ename}: {evalue}\n"],
+    }
+
+
+def _session_from_record(record: dict[str, Any], statement_records: list[dict[str, Any]]) -> Session:
+    spec_fields = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in record["spec"].items()
+    }
+    session = Session(
+        id=record["id"],
+        uuid=record["uuid"],
+        spec=SessionSpec(**spec_fields),
+        owner=record["owner"],
+        project_id=record["project_id"],
+        workdir=Path(record["workdir"]),
+        state=record["state"],
+        created=record["created"],
+        updated=record["updated"],
+        app_id=record["app_id"],
+        ui_url=record["ui_url"],
+        ended_reason=record["ended_reason"],
+    )
+    session.statements = [Statement(**st) for st in statement_records]
+    return session

@@ -1,0 +1,187 @@
+"""Code that runs *inside* a session's driver process (an IPython kernel holding a SparkSession).
+
+The manager asks the kernel to run ``bootstrap`` once and ``run_sql`` for SQL statements, and reads
+the progress file this module writes. Keep it importable without the rest of the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import math
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from IPython import get_ipython
+from IPython.display import display
+
+SQL_RESULT_MIME = "application/json"
+DEFAULT_MAX_ROWS = 1000
+PROGRESS_FILE = "progress.json"  # in the driver's working directory, the session's workdir
+PROGRESS_INTERVAL = 0.25
+
+_spark = None
+
+
+def job_group(msg_id: str) -> str:
+    """The Spark job group of the statement sent as execute request ``msg_id``.
+
+    The manager knows the request's id, so it can find the statement's jobs (for progress) by this name.
+    """
+    return f"dli-{msg_id}"
+
+
+def bootstrap(settings_json: str) -> str:
+    """Create the SparkSession, bind ``spark``/``sc`` and hook statements; return app info as JSON."""
+    global _spark
+    from pyspark.sql import SparkSession
+
+    settings = json.loads(settings_json)
+    builder = SparkSession.builder.master(settings["master"]).appName(settings["app_name"])
+    for key, value in settings["conf"].items():
+        builder = builder.config(key, value)
+    _spark = builder.getOrCreate()
+
+    shell = get_ipython()
+    # Plain tracebacks: Livy clients show them as text, ANSI colours would be noise.
+    shell.colors = "nocolor"
+    shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
+    shell.events.register("pre_run_cell", _before_statement)
+    shell.events.register("post_run_cell", _after_statement)
+    return app_info()
+
+
+def app_info() -> str:
+    sc = _spark.sparkContext
+    return json.dumps({"appId": sc.applicationId, "sparkUiUrl": sc.uiWebUrl})
+
+
+class _StatementWatch:
+    """What the driver does around one statement, so that cancel and progress work while it runs.
+
+    - Its Spark jobs get a job group named after the request, so they can be found and cancelled.
+    - SIGINT (the manager's cancel) cancels that group from another thread. If the statement is waiting
+      on the JVM, we let the Spark call fail with "job cancelled" instead of raising in the middle of
+      py4j's read, which would leave its connection holding an answer nobody reads; a second SIGINT, or
+      plain Python code, gets KeyboardInterrupt. ipykernel installs Python's default SIGINT handler for
+      each request; this runs inside the request, after that, so ours wins until the request ends.
+    - A thread writes the group's task counts to ``progress.json`` for the manager to read.
+    """
+
+    def __init__(self, sc: Any, group: str) -> None:
+        self.sc, self.group = sc, group
+        self.interrupts = 0
+        self.done = threading.Event()
+        self.progress = threading.Thread(target=self._write_progress, name="dli-progress", daemon=True)
+
+    def start(self) -> None:
+        self.sc.setJobGroup(self.group, "dli-kernel statement", interruptOnCancel=True)
+        signal.signal(signal.SIGINT, self._on_interrupt)
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.progress.join(timeout=2)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        canceller = threading.Thread(target=self._cancel_jobs, name="dli-cancel", daemon=True)
+        canceller.start()
+        canceller.join(timeout=10)
+        if self.interrupts == 1 and _inside_py4j(frame):
+            return
+        raise KeyboardInterrupt
+
+    def _cancel_jobs(self) -> None:
+        # "AndFutureJobs": the interrupt may land while the query is still being planned, before its
+        # first job exists; the group is this statement's alone, so nothing else is caught by it.
+        self.sc._jsc.sc().cancelJobGroupAndFutureJobs(self.group, "statement cancelled")
+
+    def _write_progress(self) -> None:
+        tracker = self.sc.statusTracker()
+        path = Path(PROGRESS_FILE)
+        while not self.done.wait(PROGRESS_INTERVAL):
+            done = total = 0
+            for job_id in tracker.getJobIdsForGroup(self.group):
+                job = tracker.getJobInfo(job_id)
+                for stage_id in job.stageIds if job else ():
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage:
+                        done, total = done + stage.numCompletedTasks, total + stage.numTasks
+            scratch = path.with_suffix(".tmp")
+            scratch.write_text(json.dumps({"group": self.group, "done": done, "total": total}))
+            scratch.replace(path)
+
+
+def _inside_py4j(frame: Any) -> bool:
+    while frame is not None:
+        if f"{os.sep}py4j{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_watch: _StatementWatch | None = None
+
+
+def _before_statement(info: Any) -> None:
+    global _watch
+    _watch = _StatementWatch(_spark.sparkContext, job_group(get_ipython().parent_header["header"]["msg_id"]))
+    _watch.start()
+
+
+def _after_statement(result: Any) -> None:
+    global _watch
+    if _watch is not None:
+        _watch.stop()
+        _watch = None
+
+
+def run_sql(query: str, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+    """Run one SQL query and display Livy's ``{schema, data}`` result, saying when rows were cut."""
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    frame = _spark.sql(query)
+    if max_rows < 0:
+        rows = frame.collect()
+        total = len(rows)
+    else:
+        rows = frame.limit(max_rows + 1).collect()
+        total = len(rows)
+        if total > max_rows:
+            rows = rows[:max_rows]
+            total = frame.count()
+    result = {
+        "schema": json.loads(frame.schema.json()),
+        "data": [[to_json_value(value) for value in row] for row in rows],
+        "total": total,
+        "truncated": len(rows) < total,
+    }
+    display({SQL_RESULT_MIME: result}, raw=True)
+
+
+def to_json_value(value: Any) -> Any:
+    """A Spark value as JSON: exact decimals as strings, ISO dates, nested rows as objects."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if hasattr(value, "asDict"):
+        return {key: to_json_value(item) for key, item in value.asDict().items()}
+    if isinstance(value, dict):
+        return {str(key): to_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(item) for item in value]
+    return str(value)

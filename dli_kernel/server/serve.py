@@ -1,0 +1,101 @@
+"""Run the embedded server: bind, write ``server.json``, serve until SIGTERM/SIGINT, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+
+from dli_kernel.server.app import create_app
+from dli_kernel.server.manager import SessionManager, Settings
+from dli_kernel.server.store import Store
+
+SERVER_FILE = "server.json"
+TOKEN_ENV = "DLI_KERNEL_SERVER_TOKEN"
+log = logging.getLogger("dli_kernel.server")
+
+
+class ServerConfigError(Exception):
+    """The server cannot start as configured; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: it holds the token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode on O_TRUNC
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def serve(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8998,
+    master: str = "local[*]",
+    keep_sessions_on_exit: bool = False,
+    announce: bool = True,
+) -> None:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not is_loopback(host) and not token:
+        raise ServerConfigError(
+            f"refusing to listen on {host}, which is not a loopback address, without a token of your own: "
+            f"set {TOKEN_ENV} to a long random secret first."
+        )
+    token = token or secrets.token_urlsafe(32)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        raise ServerConfigError(f"cannot listen on {host}:{port}: {err.strerror}.") from None
+    sock.listen(128)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown_host}:{bound_port}"
+
+    manager = SessionManager(
+        Settings(state_dir=state_dir, master=master, keep_sessions_on_exit=keep_sessions_on_exit),
+        Store(state_dir / "sessions.db"),
+    )
+    server_file = state_dir / SERVER_FILE
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        manager.start()
+        _write_private(
+            server_file,
+            json.dumps({"url": url, "token": token, "pid": os.getpid(), "state_dir": str(state_dir)}),
+        )
+        if announce:
+            print(f"dli-kernel server listening on {url} (token in {server_file})", flush=True)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                server_file.unlink()
+            manager.close()
+
+    app = create_app(manager, token, url)
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,168 @@
+"""One real embedded server (real PySpark, real HTTP on 127.0.0.1) shared by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+TERMINAL = ("error", "dead", "killed", "success")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+class Server:
+    """A ``dli-kernel server`` process and a requests session that carries its token."""
+
+    def __init__(self, state_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.state_dir = state_dir
+        self.stderr_path = state_dir.parent / f"{state_dir.name}-stderr.log"
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dli_kernel",
+                "server",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state_dir),
+                *extra_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.banner = self.process.stdout.readline()
+        info = json.loads((state_dir / "server.json").read_text())
+        self.url, self.token, self.pid = info["url"], info["token"], info["pid"]
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    # -- raw HTTP ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 120)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def create(self, prefix: str = "", expect: int = 201, **body: Any) -> dict[str, Any]:
+        response = self.post(f"{prefix}/sessions", json=body)
+        assert response.status_code == expect, response.text
+        return response.json()
+
+    def wait_state(
+        self, session_id: object, states: tuple[str, ...], prefix: str = "", timeout: float = 180
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            session = self.get(f"{prefix}/sessions/{session_id}").json()
+            if session["state"] in states:
+                return session
+            assert time.monotonic() < deadline, f"session {session_id} stuck in {session['state']}"
+            assert session["state"] not in TERMINAL, f"session {session_id} ended: {session['log']}"
+            time.sleep(0.2)
+
+    def submit(self, session_id: object, code: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
+        response = self.post(f"{prefix}/sessions/{session_id}/statements", json={"code": code, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def wait_statement(
+        self, session_id: object, statement_id: int, prefix: str = "", timeout: float = 180
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            statement = self.get(f"{prefix}/sessions/{session_id}/statements/{statement_id}").json()
+            if statement["state"] not in ("waiting", "running", "cancelling"):
+                return statement
+            assert time.monotonic() < deadline, f"statement {statement_id} stuck in {statement['state']}"
+            time.sleep(0.05)
+
+    def run(self, session_id: object, code: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
+        """Run a statement to completion and return its output."""
+        statement = self.submit(session_id, code, prefix, **extra)
+        return self.wait_statement(session_id, statement["id"], prefix)["output"]
+
+    def live_sessions(self) -> list[dict[str, Any]]:
+        return self.get("/sessions").json()["sessions"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.process.stdout.close()
+        self._stderr.close()
+        return code
+
+
+def driver_pid(server: Server, session_id: int) -> int:
+    return int((server.state_dir / "sessions" / str(session_id) / "driver.pid").read_text())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    state_dir = tmp_path_factory.mktemp("server") / "state"
+    server = Server(state_dir)
+    yield server
+    leaked = server.live_sessions()
+    for session in leaked:
+        server.delete(f"/sessions/{session['id']}")
+    code = server.stop()
+    assert not leaked, f"tests left sessions behind: {[s['id'] for s in leaked]}"
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+    assert not (state_dir / "server.json").exists()
+    assert server.token not in server.stderr_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def pyspark(server: Server) -> Iterator[int]:
+    """One pyspark session shared by the tests that only run statements on it."""
+    session = server.create(kind="pyspark", name="shared-pyspark", heartbeatTimeoutInSecond=600)
+    server.wait_state(session["id"], ("idle",))
+    yield session["id"]
+    assert server.delete(f"/sessions/{session['id']}").status_code == 200
