@@ -254,7 +254,8 @@ class Driver:
                 interrupted=ename == "KeyboardInterrupt",
             )
         data = dict(collector.data)
-        data["text/plain"] = "".join(collector.text)
+        # Livy's Python REPL drops the final newline ("2", not "2\n"); its clients compare text exactly.
+        data["text/plain"] = "".join(collector.text).rstrip("\n")
         return ExecutionResult(status="ok", execution_count=collector.execution_count, data=data)
 
     def interrupt(self) -> None:
@@ -297,7 +298,7 @@ class Driver:
 def _whole_tokens(code: str, reply: dict[str, Any]) -> list[str]:
     """IPython's matches replace code[cursor_start:cursor_end]; Livy's candidates are whole dotted names."""
     start = reply.get("cursor_start", len(code))
-    prefix = re.search(r"[\w.]*$", code[:start]).group()
+    prefix = re.search(r"(?:\w+\.)*$", code[:start]).group()
     return [prefix + match for match in reply.get("matches", [])]
 
 

@@ -13,7 +13,9 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,19 @@ def bootstrap(settings_json: str) -> str:
     # Plain tracebacks: Livy clients show them as text, ANSI colours would be noise.
     shell.colors = "nocolor"
     shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
+    warnings.showwarning = _warning_to_log
     shell.events.register("pre_run_cell", _before_statement)
     shell.events.register("post_run_cell", _after_statement)
     return app_info()
+
+
+def _warning_to_log(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Warnings go to the session log, not into a statement's text: Livy clients (sparkmagic's %%sql,
+    the `livy` package's download) parse that text, and a pyspark deprecation warning breaks them."""
+    sys.__stderr__.write(warnings.formatwarning(message, category, filename, lineno, line))
+    sys.__stderr__.flush()
 
 
 def app_info() -> str:
@@ -171,7 +183,7 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        return format(value, "f")  # plain digits: "0.0000000000", never "0E-10"
     if isinstance(value, datetime.datetime | datetime.date | datetime.time):
         return value.isoformat()
     if isinstance(value, datetime.timedelta):

@@ -67,6 +67,7 @@ def serve(
     try:
         sock.bind((host, port))
     except OSError as err:
+        sock.close()
         raise ServerConfigError(f"cannot listen on {host}:{port}: {err.strerror}.") from None
     sock.listen(128)
     bound_port = sock.getsockname()[1]

@@ -74,7 +74,7 @@ def test_dli_create_reports_tier_and_customized(server: Server) -> None:
     rows = server.run(custom["id"], "SET spark.sql.shuffle.partitions", prefix=DLI)
     assert rows["data"]["application/json"]["data"] == [["spark.sql.shuffle.partitions", "4"]]
     master = server.run(custom["id"], "sc.master", prefix=DLI, kind="pyspark")
-    assert master["data"]["text/plain"] == "'local[4]'\n"  # 2 executors x 2 cores (tier C)
+    assert master["data"]["text/plain"] == "'local[4]'"  # 2 executors x 2 cores (tier C)
 
     for session in (created, custom):
         assert server.delete(f"{DLI}/sessions/{session['id']}").json() == {"msg": "deleted"}

@@ -14,13 +14,13 @@ from tests.integration.conftest import Server
 def test_last_expression_stdout_and_stderr_make_text_plain(server: Server, pyspark: int) -> None:
     output = server.run(pyspark, "import sys\nprint('out')\nprint('err', file=sys.stderr)\n40 + 2")
     assert output["status"] == "ok"
-    assert output["data"]["text/plain"] == "out\nerr\n42\n"
+    assert output["data"]["text/plain"] == "out\nerr\n42"
     assert isinstance(output["execution_count"], int)
 
 
 def test_assignment_gives_empty_text(server: Server, pyspark: int) -> None:
     assert server.run(pyspark, "x = 1")["data"] == {"text/plain": ""}
-    assert server.run(pyspark, "x + 1")["data"]["text/plain"] == "2\n"
+    assert server.run(pyspark, "x + 1")["data"]["text/plain"] == "2"
 
 
 def test_error_has_ename_evalue_and_plain_traceback(server: Server, pyspark: int) -> None:
@@ -34,7 +34,7 @@ def test_error_has_ename_evalue_and_plain_traceback(server: Server, pyspark: int
 
 def test_spark_is_real(server: Server, pyspark: int) -> None:
     output = server.run(pyspark, "spark.range(1000).selectExpr('sum(id) AS s').first().s")
-    assert output["data"]["text/plain"] == "499500\n"
+    assert output["data"]["text/plain"] == "499500"
     assert server.run(pyspark, "sc.master")["data"]["text/plain"].startswith("'local[")
 
 
@@ -110,7 +110,7 @@ def test_kinds_share_one_spark_session(server: Server, pyspark: int) -> None:
     assert rows["data"] == [[4]]
     server.run(pyspark, "CREATE OR REPLACE TEMP VIEW from_sql AS SELECT 7 AS seven", kind="sql")
     assert server.run(pyspark, "spark.table('from_sql').first().seven", kind="pyspark")["data"] == {
-        "text/plain": "7\n"
+        "text/plain": "7"
     }
 
 
@@ -155,7 +155,7 @@ def test_cancel_stops_spark_jobs_and_session_stays_usable(server: Server, pyspar
     while requests.get(jobs_url, params={"status": "running"}, timeout=5).json():
         assert time.monotonic() < deadline, "the cancelled statement's Spark job is still running"
         time.sleep(0.2)
-    assert server.run(pyspark, "21 * 2")["data"]["text/plain"] == "42\n"
+    assert server.run(pyspark, "21 * 2")["data"]["text/plain"] == "42"
 
 
 def test_cancel_interrupts_a_python_loop(server: Server, pyspark: int) -> None:
@@ -165,7 +165,7 @@ def test_cancel_interrupts_a_python_loop(server: Server, pyspark: int) -> None:
     done = server.wait_statement(pyspark, statement["id"], timeout=30)
     assert done["state"] == "cancelled"
     assert done["output"]["ename"] == "KeyboardInterrupt"
-    assert server.run(pyspark, "'alive'")["data"]["text/plain"] == "'alive'\n"
+    assert server.run(pyspark, "'alive'")["data"]["text/plain"] == "'alive'"
 
 
 def test_cancel_a_waiting_statement_never_runs_it(server: Server, pyspark: int) -> None:
@@ -174,7 +174,7 @@ def test_cancel_a_waiting_statement_never_runs_it(server: Server, pyspark: int) 
     server.post(f"/sessions/{pyspark}/statements/{queued['id']}/cancel")
     assert server.wait_statement(pyspark, queued["id"])["state"] == "cancelled"
     assert server.wait_statement(pyspark, blocker["id"])["state"] == "available"
-    assert server.run(pyspark, "'ran_anyway' in globals()")["data"]["text/plain"] == "False\n"
+    assert server.run(pyspark, "'ran_anyway' in globals()")["data"]["text/plain"] == "False"
 
 
 def test_statements_run_in_order_when_posted_together(server: Server, pyspark: int) -> None:
@@ -183,7 +183,7 @@ def test_statements_run_in_order_when_posted_together(server: Server, pyspark: i
     ]
     for statement_id in ids:
         server.wait_statement(pyspark, statement_id)
-    assert server.run(pyspark, "order_log[-5:]")["data"]["text/plain"] == "[0, 1, 2, 3, 4]\n"
+    assert server.run(pyspark, "order_log[-5:]")["data"]["text/plain"] == "[0, 1, 2, 3, 4]"
 
 
 def test_concurrent_clients_each_get_their_own_result(server: Server, pyspark: int) -> None:
@@ -197,7 +197,7 @@ def test_concurrent_clients_each_get_their_own_result(server: Server, pyspark: i
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == {n: f"{n * 10}\n" for n in range(6)}
+    assert results == {n: f"{n * 10}" for n in range(6)}
 
 
 def test_completion(server: Server, pyspark: int) -> None:
