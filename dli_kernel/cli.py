@@ -79,13 +79,27 @@ def _demo(args: argparse.Namespace) -> int:
                     statement = http.get(
                         f"{url}/sessions/{session['id']}/statements/{statement['id']}", timeout=10
                     ).json()
-                print(f"\n[{kind}] {code}\n-> {json.dumps(statement['output'], indent=1)}", flush=True)
+                print(f"\n[{kind}] {code}\n{_show(statement['output'])}", flush=True)
             print(f"\nall statements done {time.monotonic() - started:.1f} s after the session was created.")
             http.delete(f"{url}/sessions/{session['id']}", timeout=60)
         finally:
             server.terminate()
             server.wait(timeout=60)
     return 0
+
+
+def _show(output: dict) -> str:
+    """A statement's output as a person reads it: text, a table, or the error."""
+    if output["status"] == "error":
+        return f"error: {output['ename']}: {output['evalue']}"
+    table = output["data"].get("application/json")
+    if table and "schema" in table:
+        names = [field["name"] for field in table["schema"]["fields"]]
+        rows = [names, *[[str(value) for value in row] for row in table["data"]]]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(names))]
+        lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+        return "\n".join(lines + [f"({table['total']} rows)"])
+    return output["data"].get("text/plain", "")
 
 
 def _wait_for_server_file(path: Path, server: subprocess.Popen, timeout: float = 60) -> dict:

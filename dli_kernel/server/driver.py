@@ -222,7 +222,7 @@ class Driver:
         """Run one statement to completion.
 
         ``on_sent`` gets the request's id once it is sent (the statement's Spark job group derives from
-        it); ``on_text`` sees stdout/stderr as it comes.
+        it); ``on_text`` sees the text output (stdout, stderr, reprs) as it comes.
         """
         collector = _OutputCollector(on_text)
         with self._lock:
