@@ -288,12 +288,12 @@ class SessionManager:
                 f"use one of {', '.join(STATEMENT_KINDS)}."
             )
         with self._changed:
+            if session.state == "error":
+                raise Conflict(f"session {session.id} failed to start; see its log and start a new session.")
             if session.ended or session.stopping:
                 raise Conflict(
                     f"session {session.id} is {session.state} and cannot run statements; start a new session."
                 )
-            if session.state == "error":
-                raise Conflict(f"session {session.id} failed to start; see its log and start a new session.")
             statement = Statement(id=len(session.statements), code=code, kind=kind, max_rows=max_rows)
             session.statements.append(statement)
             session.queue.append(statement)

@@ -115,9 +115,10 @@ class _StatementWatch:
         self.sc._jsc.sc().cancelJobGroupAndFutureJobs(self.group, "statement cancelled")
 
     def _write_progress(self) -> None:
-        tracker = self.sc.statusTracker()
+        tracker = None  # made on first use: a fast statement should cost no JVM call here
         path = Path(PROGRESS_FILE)
         while not self.done.wait(PROGRESS_INTERVAL):
+            tracker = tracker or self.sc.statusTracker()
             done = total = 0
             for job_id in tracker.getJobIdsForGroup(self.group):
                 job = tracker.getJobInfo(job_id)

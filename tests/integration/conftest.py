@@ -135,9 +135,22 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the driver's group (the kernel and its Spark JVM) is still running."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def wait_gone(pid: int, timeout: float = 30) -> bool:
+    """Wait until the driver ``pid`` and every process it started are gone."""
     deadline = time.monotonic() + timeout
-    while pid_alive(pid):
+    while pid_alive(pid) or group_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)

@@ -119,6 +119,8 @@ def test_heartbeat_expiry_deletes_the_session(server: Server) -> None:
     assert wait_gone(pid)
     log = "\n".join(server.get(f"/sessions/{session['id']}/log").json()["log"])
     assert "heartbeatTimeoutInSecond=2" in log
+    refused = server.post(f"/sessions/{session['id']}/statements", json={"code": "1"})
+    assert refused.status_code == 409 and "is dead" in refused.json()["msg"]
 
 
 def driver_pid_when_started(server: Server, session_id: int) -> int:
