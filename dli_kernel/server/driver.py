@@ -28,6 +28,7 @@ from jupyter_client.connect import write_connection_file
 
 CONNECTION_FILE = "kernel.json"
 PID_FILE = "driver.pid"
+REPLY_GRACE = 2.0  # seconds to wait for an execute reply once the kernel said idle
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -217,18 +218,17 @@ class Driver:
         self,
         code: str,
         on_text: Callable[[str], None] | None = None,
-        on_sent: Callable[[str], None] | None = None,
+        on_started: Callable[[str], None] | None = None,
     ) -> ExecutionResult:
         """Run one statement to completion.
 
-        ``on_sent`` gets the request's id once it is sent (the statement's Spark job group derives from
-        it); ``on_text`` sees the text output (stdout, stderr, reprs) as it comes.
+        ``on_started`` gets the request's id when the kernel starts executing it (the statement's Spark
+        job group derives from it, and only from then on does an interrupt reach the statement);
+        ``on_text`` sees the text output (stdout, stderr, reprs) as it comes.
         """
         collector = _OutputCollector(on_text)
         with self._lock:
             msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)
-            if on_sent:
-                on_sent(msg_id)
             while True:
                 try:
                     msg = self._client.get_iopub_msg(timeout=0.5)
@@ -238,10 +238,27 @@ class Driver:
                     continue
                 if msg["parent_header"].get("msg_id") != msg_id:
                     continue
-                if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                kind = msg["header"]["msg_type"]
+                if kind == "status" and msg["content"]["execution_state"] == "idle":
                     break
+                if kind == "execute_input" and on_started:
+                    on_started(msg_id)
                 collector.add(msg)
-            reply = self._shell_reply(msg_id, timeout=30)["content"]
+            try:
+                # The kernel replies before it says idle, so the reply is already here...
+                reply = self._shell_reply(msg_id, timeout=REPLY_GRACE)["content"]
+            except DriverDied:
+                raise
+            except DriverError:
+                # ...unless an interrupt landed in ipykernel's own code, before the statement ran:
+                # ipykernel then logs "KeyboardInterrupt caught in kernel" and sends no reply at all.
+                return ExecutionResult(
+                    status="error",
+                    execution_count=collector.execution_count,
+                    ename="KeyboardInterrupt",
+                    evalue="interrupted before the statement started",
+                    interrupted=True,
+                )
         if collector.error or reply["status"] != "ok":
             error = collector.error or reply
             ename = error.get("ename", "Error")

@@ -40,7 +40,7 @@ STATEMENT_STATES = ("waiting", "running", "available", "error", "cancelling", "c
 STATEMENT_KINDS = ("pyspark", "sql")
 DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
-REPEAT_INTERRUPT_AFTER = 5.0
+REPEAT_INTERRUPT_AFTER = 3.0
 
 
 class ManagerError(Exception):
@@ -319,8 +319,10 @@ class SessionManager:
             if statement.state != "running":
                 return  # done or already cancelling: cancelling twice changes nothing
             statement.state = "cancelling"
-            statement.cancel_sent = time.monotonic()
             self._save_statement(session, statement)
+            if statement.job_group is None:
+                return  # sent but not started: _started interrupts it as soon as it starts
+            statement.cancel_sent = time.monotonic()
             driver = session.driver
         if driver:
             driver.interrupt()
@@ -370,7 +372,7 @@ class SessionManager:
             try:
                 result = session.driver.execute(
                     self._code_for(statement),
-                    on_sent=lambda msg_id, st=statement: setattr(st, "job_group", job_group(msg_id)),
+                    on_started=lambda msg_id, st=statement: self._started(session, st, msg_id),
                 )
             except DriverError as err:
                 with self._changed:
@@ -389,6 +391,19 @@ class SessionManager:
                 session.last_activity = time.monotonic()
                 if not session.queue and not session.stopping:
                     self._set_state(session, "idle")
+
+    def _started(self, session: Session, statement: Statement, msg_id: str) -> None:
+        """The kernel began running the statement: a cancel that came before now takes effect.
+
+        A SIGINT sent earlier could land while ipykernel itself is handling the request, where it is
+        ignored or swallows the request, so cancels wait for this moment.
+        """
+        with self._lock:
+            statement.job_group = job_group(msg_id)
+            if statement.state != "cancelling":
+                return
+            statement.cancel_sent = time.monotonic()
+        session.driver.interrupt()
 
     def _start_driver(self, session: Session) -> None:
         with self._lock:
@@ -508,7 +523,11 @@ class SessionManager:
     def _repeat_interrupts(session: Session, now: float) -> None:
         """A first interrupt lets a Spark call fail on its own; code that ignores it gets another."""
         for statement in session.statements[-1:]:
-            if statement.state == "cancelling" and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER:
+            if (
+                statement.state == "cancelling"
+                and statement.job_group
+                and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER
+            ):
                 statement.cancel_sent = now
                 if session.driver:
                     session.driver.interrupt()

@@ -88,20 +88,32 @@ class _StatementWatch:
     def __init__(self, sc: Any, group: str) -> None:
         self.sc, self.group = sc, group
         self.interrupts = 0
+        self.starting = False
         self.done = threading.Event()
         self.progress = threading.Thread(target=self._write_progress, name="dli-progress", daemon=True)
 
     def start(self) -> None:
-        self.sc.setJobGroup(self.group, "dli-kernel statement", interruptOnCancel=True)
+        # Our handler first: an interrupt landing in the lines below must not be lost.
+        self.starting = True
         signal.signal(signal.SIGINT, self._on_interrupt)
+        self.sc.setJobGroup(self.group, "dli-kernel statement", interruptOnCancel=True)
         self.progress.start()
+        self.starting = False
+        if self.interrupts:
+            # Raising here would be swallowed by IPython's event machinery and the cell would run
+            # anyway; instead no Spark job of this statement can start, and a Python loop gets the
+            # manager's next interrupt.
+            self._cancel_jobs()
 
     def stop(self) -> None:
         self.done.set()
-        self.progress.join(timeout=2)
+        if self.progress.is_alive():
+            self.progress.join(timeout=2)
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         self.interrupts += 1
+        if self.starting:
+            return  # start() deals with it once the job group exists
         canceller = threading.Thread(target=self._cancel_jobs, name="dli-cancel", daemon=True)
         canceller.start()
         canceller.join(timeout=10)
