@@ -54,6 +54,8 @@ def bootstrap(settings_json: str) -> str:
     shell.colors = "nocolor"
     shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
     warnings.showwarning = _warning_to_log
+    for name, magic in (("table", _table_magic), ("json", _json_magic), ("matplot", _matplot_magic)):
+        shell.register_magic_function(magic, magic_kind="line", magic_name=name)
     shell.events.register("pre_run_cell", _before_statement)
     shell.events.register("post_run_cell", _after_statement)
     return app_info()
@@ -165,6 +167,58 @@ def _after_statement(result: Any) -> None:
     if _watch is not None:
         _watch.stop()
         _watch = None
+
+
+# -- Livy's own REPL magics, which Livy clients (sparkmagic's examples, Hue, Zeppelin) send ------------
+
+LIVY_TABLE_MIME = "application/vnd.livy.table.v1+json"
+_JSON_TYPES = ((bool, "BOOLEAN_TYPE"), (int, "BIGINT_TYPE"), (float, "DOUBLE_TYPE"), (str, "STRING_TYPE"))
+
+
+def _user_value(expression: str) -> Any:
+    return eval(expression, get_ipython().user_ns)  # noqa: S307 - it is the user's own code, run by the user
+
+
+def _table_magic(line: str) -> None:
+    """``%table rows``: a list of dicts (or of lists) as Livy's table mimetype."""
+    rows = _user_value(line)
+    if not isinstance(rows, list | tuple) or not rows:
+        raise ValueError("%table needs a non-empty list of dicts or of lists")
+    if all(isinstance(row, dict) for row in rows):
+        names = list(dict.fromkeys(key for row in rows for key in row))
+        data = [[row.get(name) for name in names] for row in rows]
+    else:
+        data = [list(row) for row in rows]
+        names = [str(i) for i in range(max(len(row) for row in data))]
+    headers = [
+        {"name": name, "type": _livy_type([row[i] for row in data if i < len(row)])}
+        for i, name in enumerate(names)
+    ]
+    display({LIVY_TABLE_MIME: {"headers": headers, "data": to_json_value(data)}}, raw=True)
+
+
+def _livy_type(values: list[Any]) -> str:
+    present = [value for value in values if value is not None]
+    for python_type, livy_type in _JSON_TYPES:
+        if present and all(isinstance(value, python_type) for value in present):
+            return livy_type
+    return "STRING_TYPE" if present else "NULL_TYPE"
+
+
+def _json_magic(line: str) -> None:
+    """``%json value``: the value as ``application/json``."""
+    display({SQL_RESULT_MIME: to_json_value(_user_value(line))}, raw=True)
+
+
+def _matplot_magic(line: str) -> None:
+    """``%matplot plt``: the current figure as ``image/png``."""
+    import io
+
+    figure = _user_value(line or "plt").gcf()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    display({"image/png": base64.b64encode(buffer.getvalue()).decode("ascii")}, raw=True)
+    _user_value(line or "plt").close(figure)
 
 
 def run_sql(query: str, max_rows: int = DEFAULT_MAX_ROWS) -> None:

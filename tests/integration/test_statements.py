@@ -215,3 +215,17 @@ def test_log_has_spark_lines_with_from_and_size(server: Server, pyspark: int) ->
     assert "dli-kernel: session" in text and "Spark application local-" in text
     window = server.get(f"/sessions/{pyspark}/log", params={"from": 1, "size": 2}).json()
     assert window["from"] == 1 and len(window["log"]) == 2
+
+
+def test_livy_repl_magics(server: Server, pyspark: int) -> None:
+    table = server.run(pyspark, "rows = [{'a': 1, 'b': 'x'}, {'a': 2, 'b': None}]\n%table rows")
+    assert table["data"]["application/vnd.livy.table.v1+json"] == {
+        "headers": [{"name": "a", "type": "BIGINT_TYPE"}, {"name": "b", "type": "STRING_TYPE"}],
+        "data": [[1, "x"], [2, None]],
+    }
+    as_json = server.run(pyspark, "value = {'k': [1, 2.5, None]}\n%json value")
+    assert as_json["data"]["application/json"] == {"k": [1, 2.5, None]}
+    plot = server.run(pyspark, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\n%matplot plt")
+    assert base64.b64decode(plot["data"]["image/png"]).startswith(b"\x89PNG")
+    bad = server.run(pyspark, "%table 42")
+    assert bad["status"] == "error" and "%table needs" in bad["evalue"]
