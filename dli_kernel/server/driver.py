@@ -50,7 +50,6 @@ class ExecutionResult:
     ename: str = ""
     evalue: str = ""
     traceback: list[str] = field(default_factory=list)
-    interrupted: bool = False
 
 
 class _OutputCollector:
@@ -257,7 +256,6 @@ class Driver:
                     execution_count=collector.execution_count,
                     ename="KeyboardInterrupt",
                     evalue="interrupted before the statement started",
-                    interrupted=True,
                 )
         if collector.error or reply["status"] != "ok":
             error = collector.error or reply
@@ -268,7 +266,6 @@ class Driver:
                 ename=ename,
                 evalue=_strip(error.get("evalue", "")),
                 traceback=_lines(error.get("traceback", [])),
-                interrupted=ename == "KeyboardInterrupt",
             )
         data = dict(collector.data)
         # Livy's Python REPL drops the final newline ("2", not "2\n"); its clients compare text exactly.

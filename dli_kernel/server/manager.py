@@ -36,7 +36,6 @@ log = logging.getLogger("dli_kernel.server")
 LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shutting_down")
 ENDED_STATES = ("error", "dead", "killed", "success")
 SESSION_STATES = LIVE_STATES + ENDED_STATES
-STATEMENT_STATES = ("waiting", "running", "available", "error", "cancelling", "cancelled")
 STATEMENT_KINDS = ("pyspark", "sql")
 DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
@@ -333,11 +332,6 @@ class SessionManager:
         if kind != "pyspark" or driver is None or session.state not in ("idle", "busy"):
             return []
         return driver.complete(code, cursor)
-
-    def wait_for(self, predicate: Any, timeout: float) -> None:
-        """Block until ``predicate()`` is true or ``timeout`` passes (for long-polling callers)."""
-        with self._changed:
-            self._changed.wait_for(predicate, timeout=timeout)
 
     # -- the worker: one thread per session ---------------------------------------------------
 

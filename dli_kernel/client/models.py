@@ -1,0 +1,95 @@
+"""Sessions and statements as the client sees them, whatever the dialect's wire form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SESSION_ENDED = frozenset({"error", "dead", "killed", "success"})
+SESSION_READY = frozenset({"idle", "busy", "running"})
+STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
+
+# Real servers spell some states their own way; anything not listed passes through unchanged.
+_SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling", "shutting down": "shutting_down"}
+
+
+def normalize_state(state: object) -> str:
+    text = str(state or "").strip().lower().replace("-", "_")
+    return _SPELLINGS.get(text, text)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str  # Livy's integer id as text, or DLI's uuid: always what the paths take
+    state: str
+    kind: str | None = None
+    name: str | None = None
+    app_id: str | None = None
+    owner: str | None = None
+    proxy_user: str | None = None
+    spark_ui_url: str | None = None
+    driver_log_url: str | None = None
+    log: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in SESSION_ENDED
+
+    @property
+    def ready(self) -> bool:
+        return self.state in SESSION_READY
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SessionInfo:
+        app_info = body.get("appInfo") or {}
+        return cls(
+            id=str(body["id"]),
+            state=normalize_state(body.get("state")),
+            kind=body.get("kind"),
+            name=body.get("name"),
+            app_id=body.get("appId"),
+            owner=body.get("owner"),
+            proxy_user=body.get("proxyUser"),
+            spark_ui_url=app_info.get("sparkUiUrl"),
+            driver_log_url=app_info.get("driverLogUrl"),
+            log=tuple(body.get("log") or ()),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class StatementInfo:
+    id: int
+    state: str
+    code: str = ""
+    output: dict[str, Any] | None = None
+    progress: float = 0.0
+    started: int = 0
+    completed: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Finished with its output. Livy may say ``available`` a moment before the output is set."""
+        if self.state == "available":
+            return self.output is not None
+        return self.state in STATEMENT_DONE
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> StatementInfo:
+        return cls(
+            id=int(body["id"]),
+            state=normalize_state(body.get("state")),
+            code=body.get("code") or "",
+            output=body.get("output"),
+            progress=float(body.get("progress") or 0.0),
+            started=int(body.get("started") or 0),
+            completed=int(body.get("completed") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class LogPage:
+    start: int
+    total: int
+    lines: tuple[str, ...]

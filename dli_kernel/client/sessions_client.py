@@ -1,0 +1,306 @@
+"""``SessionsClient``: one interface over Livy, DLI and the embedded server.
+
+Every request has a connect and a read timeout. Requests that are safe to repeat (GET, DELETE) are
+retried with backoff on connection errors and 5xx. POSTs that create something are not: after an
+ambiguous failure (the request may have reached the server), the client looks before it acts again, so
+no statement runs twice and no session is started twice because of a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from dli_kernel.client.dialects import Dialect, make_dialect
+from dli_kernel.client.errors import (
+    ClientError,
+    ConnectionFailed,
+    NotFound,
+    ServerError,
+    rejection_for,
+)
+from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
+from dli_kernel.spec import SessionSpec
+
+DEFAULT_TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class SessionsClient:
+    """A client for one sessions endpoint. Holds one HTTP connection pool; close it when done."""
+
+    def __init__(
+        self,
+        url: str,
+        dialect: str | Dialect = "livy",
+        *,
+        project_id: str | None = None,
+        auth: requests.auth.AuthBase | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        verify: bool | str = True,
+    ) -> None:
+        self.url = url.rstrip("/")
+        # What messages and repr show: never a password written into the URL.
+        self._shown_url = _without_credentials(self.url)
+        self.dialect = dialect if isinstance(dialect, Dialect) else make_dialect(dialect, project_id)
+        self.timeout = timeout
+        self.retry_delays = retry_delays
+        self._http = requests.Session()
+        self._http.auth = auth
+        self._http.verify = verify
+        # Livy with CSRF protection refuses non-GET requests without it; others ignore it.
+        self._http.headers["X-Requested-By"] = "dli-kernel"
+        self._http.headers.update(headers or {})
+        self._last_statement: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionsClient(url={self._shown_url!r}, dialect={self.dialect.name!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SessionsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def create_session(self, spec: SessionSpec) -> SessionInfo:
+        """Start a session. Give the spec a name: then an ambiguous failure can be resolved safely."""
+        body = self.dialect.create_body(spec)
+        try:
+            session = SessionInfo.from_json(self._request("POST", self._sessions(), json=body, retry=False))
+        except (ConnectionFailed, ServerError) as err:
+            if not spec.name or not _ambiguous(err):
+                raise
+            # The server may have created it before the failure: find it rather than start a twin.
+            session = self._find_session_named(spec.name)
+            if session is None:
+                raise
+            self.track(session.id)
+            return session
+        self._last_statement[session.id] = -1  # a new session has no statements
+        return session
+
+    def get_session(self, session_id: str | int) -> SessionInfo:
+        return SessionInfo.from_json(self._request("GET", self._session(session_id)))
+
+    def list_sessions(self, **filters: str | int) -> list[SessionInfo]:
+        """Sessions on the endpoint; filters go to the server as query parameters (``from``, ``size``,
+        ``state``, ``kind``, ``name``, ``cluster_name``, ``owner``) where it supports them."""
+        params = {key.rstrip("_"): value for key, value in filters.items() if value is not None}
+        body = self._request("GET", self._sessions(), params=params)
+        return [SessionInfo.from_json(item) for item in body.get("sessions", [])]
+
+    def delete_session(self, session_id: str | int) -> None:
+        """End a session. Already gone counts as done (a retried DELETE may find it so)."""
+        with contextlib.suppress(NotFound):
+            self._request("DELETE", self._session(session_id))
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def submit(
+        self, session_id: str | int, code: str, kind: str | None = None, max_rows: int | None = None
+    ) -> StatementInfo:
+        """Start a statement; never sends the same code twice unless the first surely did not land."""
+        key = str(session_id)
+        path = f"{self._session(session_id)}/statements"
+        body = self.dialect.statement_body(code, kind, max_rows)
+        try:
+            statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
+        except (ConnectionFailed, ServerError) as err:
+            if not _ambiguous(err):
+                raise  # nothing reached the server; the caller may simply try again
+            statement = self._resolve_ambiguous_submit(session_id, code, err)
+            if statement is None:
+                statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
+        self._last_statement[key] = statement.id
+        return statement
+
+    def track(self, session_id: str | int) -> None:
+        """Learn a session's newest statement, so a later ambiguous submit can be resolved.
+
+        Sessions this client created or submitted to are known already; call this after attaching to
+        a session someone else started.
+        """
+        ids = [statement.id for statement in self.list_statements(session_id)]
+        self._last_statement[str(session_id)] = max(ids, default=-1)
+
+    def _resolve_ambiguous_submit(
+        self, session_id: str | int, code: str, err: ClientError
+    ) -> StatementInfo | None:
+        """After a POST that may have landed: the statement it made, or None if sending again is safe."""
+        last = self._last_statement.get(str(session_id))
+        if last is None:
+            raise _with_note(
+                err,
+                "The statement may or may not have started, and this client does not know the session's "
+                "statements well enough to tell, so it was not sent again; list the statements to see.",
+            ) from None
+        for statement in self.list_statements(session_id):
+            if statement.id > last and statement.code == code:
+                return statement
+        if isinstance(err, ServerError):
+            return None  # the server answered and did not record it: it did not land
+        # No answer at all: the server may still be taking it. Sending again could run it twice.
+        raise _with_note(
+            err,
+            "The statement is not in the session's list yet but may still start, so it was not sent "
+            "again; list the statements to see.",
+        ) from None
+
+    def get_statement(self, session_id: str | int, statement_id: int) -> StatementInfo:
+        return StatementInfo.from_json(
+            self._request("GET", f"{self._session(session_id)}/statements/{statement_id}")
+        )
+
+    def list_statements(self, session_id: str | int) -> list[StatementInfo]:
+        body = self._request("GET", f"{self._session(session_id)}/statements")
+        return [StatementInfo.from_json(item) for item in body.get("statements", [])]
+
+    def cancel(self, session_id: str | int, statement_id: int) -> None:
+        # Cancelling twice is harmless, so this POST may be retried.
+        self._request("POST", f"{self._session(session_id)}/statements/{statement_id}/cancel", retry=True)
+
+    def logs(self, session_id: str | int, start: int | None = None, size: int = 100) -> LogPage:
+        params: dict[str, int] = {"size": size}
+        if start is not None:
+            params["from"] = start
+        body = self._request("GET", f"{self._session(session_id)}/log", params=params)
+        lines = tuple(body.get("log") or ())
+        return LogPage(
+            start=int(body.get("from") or 0), total=int(body.get("total") or len(lines)), lines=lines
+        )
+
+    def complete(self, session_id: str | int, code: str, kind: str, cursor: int) -> list[str]:
+        body = {"code": code, "kind": kind, "cursor": cursor}
+        reply = self._request("POST", f"{self._session(session_id)}/completion", json=body, retry=True)
+        return list(reply.get("candidates") or [])
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _sessions(self) -> str:
+        return f"{self.dialect.prefix}/sessions"
+
+    def _session(self, session_id: str | int) -> str:
+        return f"{self._sessions()}/{session_id}"
+
+    def _find_session_named(self, name: str) -> SessionInfo | None:
+        try:
+            return self.get_session(name)
+        except NotFound:
+            return None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        retry: bool | None = None,
+    ) -> Any:
+        if retry is None:
+            retry = method in ("GET", "DELETE")
+        attempts = (*self.retry_delays, None) if retry else (None,)
+        for delay in attempts:
+            try:
+                return self._send(method, path, json, params)
+            except (ConnectionFailed, ServerError) as err:
+                if delay is None or (isinstance(err, ServerError) and err.status not in _RETRY_STATUSES):
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> Any:
+        what = f"{method} {self._shown_url}{path}"
+        try:
+            # No redirects: signed requests (AK/SK) are not re-signed by requests, and a token header
+            # must not follow a redirect to another host.
+            response = self._http.request(
+                method, self.url + path, json=json, params=params, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.ConnectTimeout:
+            raise _NotSent(f"{what}: could not connect within {self.timeout[0]:g} s.") from None
+        except requests.ReadTimeout:
+            raise ConnectionFailed(f"{what}: no answer within {self.timeout[1]:g} s.") from None
+        except requests.ConnectionError as err:
+            if _never_connected(err):
+                raise _NotSent(f"{what}: could not connect (is the server running?).") from None
+            raise ConnectionFailed(f"{what}: the connection failed ({type(err).__name__}).") from None
+        if response.is_redirect:
+            target = _without_credentials(response.headers.get("Location", "?"))
+            raise ClientError(f"{what}: the server redirects to {target}; configure that URL instead.")
+        if response.status_code >= 400:
+            message = f"{what}: {response.status_code} {_error_text(response)}"
+            if response.status_code >= 500:
+                raise ServerError(message, response.status_code)
+            raise rejection_for(response.status_code)(message, response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(f"{what}: the answer is not JSON ({_snippet(response.text)}).") from None
+
+
+class _NotSent(ConnectionFailed):
+    """The request never reached the server, so trying it again cannot run anything twice."""
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _with_note(err: ClientError, note: str) -> ClientError:
+    message = f"{err} {note}"
+    if isinstance(err, ServerError):
+        return ServerError(message, err.status)
+    return ConnectionFailed(message)
+
+
+def _ambiguous(err: ClientError) -> bool:
+    return not isinstance(err, _NotSent)
+
+
+def _never_connected(err: requests.ConnectionError) -> bool:
+    """True when no connection was made at all (refused, no route, no such host): nothing was sent."""
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+def _error_text(response: requests.Response) -> str:
+    """The server's reason: Livy's ``{"msg"}``, a bare JSON string, or the text of an HTML page."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _snippet(response.text) or response.reason or "no reason given"
+    if isinstance(body, dict):
+        for key in ("msg", "message", "error_msg", "Message", "error"):
+            if isinstance(body.get(key), str):
+                return body[key]
+        return _snippet(str(body))
+    return _snippet(str(body))
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    plain = " ".join(plain.split())
+    return plain if len(plain) <= limit else plain[: limit - 1] + "…"
