@@ -25,7 +25,10 @@ def _server(args: argparse.Namespace) -> int:
     try:
         from dli_kernel.server.serve import ServerConfigError, serve
     except ImportError as err:
-        print(f"dli-kernel server needs the server extra: pip install 'dli-kernel[server]' ({err}).")
+        print(
+            f"dli-kernel server needs the server extra: pip install 'dli-kernel[server]' ({err}).",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -39,6 +42,15 @@ def _server(args: argparse.Namespace) -> int:
     except ServerConfigError as err:
         print(f"dli-kernel server: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    from dli_kernel.install import install
+
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    for path in install(user=args.user, prefix=prefix):
+        print(f"installed {path}")
     return 0
 
 
@@ -134,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on exit, leave drivers running for the next server on this state dir to recover",
     )
     server.set_defaults(run=_server)
+
+    install = commands.add_parser("install", help="install the PySpark, Spark and Spark SQL kernelspecs")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for the current user only")
+    where.add_argument("--sys-prefix", action="store_true", help="into this Python environment")
+    where.add_argument("--prefix", help="under this prefix (PREFIX/share/jupyter/kernels)")
+    install.set_defaults(run=_install)
 
     demo = commands.add_parser("demo", help="run Python and SQL statements on a real local Spark session")
     demo.set_defaults(run=_demo)

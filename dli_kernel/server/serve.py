@@ -44,6 +44,15 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def _remove_if_ours(server_file: Path) -> None:
+    """A newer server may have replaced this one's file; that one stays."""
+    try:
+        if json.loads(server_file.read_text()).get("pid") == os.getpid():
+            server_file.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def serve(
     state_dir: Path,
     host: str = "127.0.0.1",
@@ -95,8 +104,7 @@ def serve(
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                server_file.unlink()
+            _remove_if_ours(server_file)
             manager.close()
 
     app = create_app(manager, token, url)

@@ -1,0 +1,193 @@
+"""``RemoteSession``: one notebook's session, from background creation to deletion.
+
+Blocking methods, meant to be called from the kernel's worker threads; every wait has a deadline and
+ends in a sentence that says what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dli_kernel.client import ClientError, Conflict, NotFound, SessionInfo, SessionsClient, StatementInfo
+from dli_kernel.spec import SessionSpec
+
+START_TIMEOUT = 600.0
+LOG_EVERY = 0.5
+HEARTBEAT_EVERY = 30.0
+FIRST_POLL, MAX_POLL = 0.01, 0.25
+
+
+class SessionFailed(Exception):
+    """The session could not start, or ended under the notebook; ``str()`` says why with its last log."""
+
+
+@dataclass
+class Progress:
+    state: str
+    progress: float
+    elapsed: float
+
+
+class RemoteSession:
+    def __init__(self, client: SessionsClient, spec: SessionSpec) -> None:
+        self.client = client
+        self.spec = spec
+        self.info: SessionInfo | None = None
+        self._create_error: Exception | None = None
+        self._created = threading.Event()
+        self._closing = threading.Event()
+        self._creator: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self.statements_run = 0
+
+    @property
+    def id(self) -> str | None:
+        return self.info.id if self.info else None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Ask for the session in the background; ``wait_ready`` waits for it."""
+        self._creator = threading.Thread(target=self._create, name="dli-session-create", daemon=True)
+        self._creator.start()
+
+    def _create(self) -> None:
+        try:
+            self.info = self.client.create_session(self.spec)
+        except Exception as err:  # noqa: BLE001 - handed to whoever waits for the session
+            self._create_error = err
+        finally:
+            self._created.set()
+        if self.info and not self._closing.is_set():
+            self._heartbeat = threading.Thread(target=self._beat, name="dli-session-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Any request naming the session is a heartbeat; this keeps an idle notebook's session alive."""
+        while not self._closing.wait(HEARTBEAT_EVERY):
+            # A missed beat is retried; an ended session is reported by the next cell.
+            with contextlib.suppress(ClientError):
+                self.client.get_session(self.info.id)
+
+    def wait_ready(
+        self, on_state: Callable[[Progress], None] | None = None, timeout: float = START_TIMEOUT
+    ) -> SessionInfo:
+        began = time.monotonic()
+        if not self._created.wait(timeout):
+            raise SessionFailed(f"the session was not created within {timeout:.0f} s.")
+        if self._create_error is not None:
+            raise SessionFailed(f"the session could not be created: {self._create_error}")
+        interval = FIRST_POLL
+        while True:
+            info = self.client.get_session(self.info.id)
+            self.info = info
+            elapsed = time.monotonic() - began
+            if on_state:
+                on_state(Progress(info.state, 0.0, elapsed))
+            if info.ready:
+                return info
+            if info.ended:
+                raise SessionFailed(self._ended_message(info, "failed to start"))
+            if elapsed > timeout:
+                raise SessionFailed(f"session {info.id} is still {info.state} after {timeout:.0f} s.")
+            time.sleep(interval)
+            interval = min(interval * 2, 0.5)
+
+    def close(self) -> None:
+        """Delete the session, also while it is still being created. Safe to call twice."""
+        self._closing.set()
+        if self._creator is not None:
+            self._creator.join(timeout=60)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+        if self.info is not None:
+            # If the server is gone, its heartbeat reaper ends the session.
+            with contextlib.suppress(ClientError):
+                self.client.delete_session(self.info.id)
+            self.info = None
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        kind: str | None = None,
+        max_rows: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_log: Callable[[list[str]], None] | None = None,
+        interrupted: threading.Event | None = None,
+    ) -> tuple[StatementInfo, bool]:
+        """Run one statement to its end; (statement, whether it was cancelled by ``interrupted``)."""
+        session_id = self.info.id
+        log_from = self._log_total(session_id)
+        try:
+            statement = self.client.submit(session_id, code, kind=kind, max_rows=max_rows)
+        except (NotFound, Conflict) as err:
+            raise SessionFailed(self._lost_message(err)) from None
+        self.statements_run += 1
+        began, interval, last_log = time.monotonic(), FIRST_POLL, time.monotonic()
+        cancel_sent = False
+        while not statement.done:
+            if interrupted is not None and interrupted.is_set() and not cancel_sent:
+                self.client.cancel(session_id, statement.id)
+                cancel_sent = True
+            time.sleep(interval)
+            interval = min(interval * 1.5, MAX_POLL)
+            try:
+                statement = self.client.get_statement(session_id, statement.id)
+            except NotFound as err:
+                raise SessionFailed(self._lost_message(err)) from None
+            if on_progress and statement.state == "running":
+                on_progress(Progress(statement.state, statement.progress, time.monotonic() - began))
+            if on_log and time.monotonic() - last_log > LOG_EVERY:
+                log_from = self._stream_log(session_id, log_from, on_log)
+                last_log = time.monotonic()
+        if on_log:
+            self._stream_log(session_id, log_from, on_log)
+        return statement, cancel_sent
+
+    def complete(self, code: str, cursor: int, kind: str) -> list[str]:
+        if not self.info or not self.info.ready:
+            return []
+        try:
+            return self.client.complete(self.info.id, code, kind, cursor)
+        except ClientError:
+            return []  # completion is a convenience: never an error in the notebook
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _log_total(self, session_id: str) -> int | None:
+        try:
+            return self.client.logs(session_id, size=0).total
+        except ClientError:
+            return None
+
+    def _stream_log(
+        self, session_id: str, start: int | None, on_log: Callable[[list[str]], None]
+    ) -> int | None:
+        if start is None:
+            return None
+        try:
+            page = self.client.logs(session_id, start=start, size=1000)
+        except ClientError:
+            return start
+        if page.lines:
+            on_log(list(page.lines))
+        return page.start + len(page.lines)
+
+    def _lost_message(self, err: ClientError) -> str:
+        try:
+            info = self.client.get_session(self.info.id)
+        except ClientError:
+            return f"session {self.info.id} is gone (it may have expired or the server restarted): {err}"
+        return self._ended_message(info, "ended")
+
+    def _ended_message(self, info: SessionInfo, what: str) -> str:
+        tail = "\n".join(info.log[-10:])
+        return f"session {info.id} {what} (state {info.state})." + (
+            f" Its last log lines:\n{tail}" if tail else ""
+        )

@@ -1,0 +1,184 @@
+"""The wrapper kernels, started with jupyter_client, against the real embedded server."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+
+from dli_kernel.install import install
+from tests.integration.conftest import Server
+
+
+@pytest.fixture(scope="session")
+def kernel_env(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    prefix = tmp_path_factory.mktemp("jupyter")
+    install(prefix=str(prefix))
+    env = dict(os.environ)
+    env.update(
+        DLI_KERNEL_URL=server.url,
+        DLI_KERNEL_DIALECT="local",
+        DLI_KERNEL_TOKEN=server.token,
+        JUPYTER_CONFIG_DIR=str(prefix / "config"),  # no user config file gets in the way
+        JUPYTER_RUNTIME_DIR=str(prefix / "runtime"),  # nor the user's own embedded server
+    )
+    return {"env": env, "kernels": str(prefix / "share" / "jupyter" / "kernels")}
+
+
+class Kernel:
+    def __init__(self, kernel_env: dict[str, Any], name: str) -> None:
+        self.manager = KernelManager(
+            kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernel_env["kernels"]])
+        )
+        self.manager.start_kernel(env=kernel_env["env"])
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def execute(self, code: str, timeout: float = 180) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        messages: list[dict[str, Any]] = []
+        reply = self.client.execute_interactive(code, output_hook=messages.append, timeout=timeout)
+        outputs = [
+            m for m in messages if m["msg_type"] in ("stream", "display_data", "execute_result", "error")
+        ]
+        return reply["content"], outputs
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+
+def text(outputs: list[dict[str, Any]], name: str = "stdout") -> str:
+    return "".join(
+        o["content"]["text"] for o in outputs if o["msg_type"] == "stream" and o["content"]["name"] == name
+    )
+
+
+def displays(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        o["content"]["data"]
+        for o in outputs
+        if o["msg_type"] == "display_data" and o["content"]["data"].get("text/plain") != ""
+    ]
+
+
+@pytest.fixture(scope="module")
+def pyspark_kernel(kernel_env: dict[str, Any], server: Server) -> Iterator[Kernel]:
+    before = {s["id"] for s in server.live_sessions()}
+    kernel = Kernel(kernel_env, "dli_pyspark")
+    yield kernel
+    kernel.shutdown()
+    wait_no_new_sessions(server, before)
+
+
+def test_kernel_answers_while_its_session_starts(kernel_env: dict[str, Any], server: Server) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    kernel = Kernel(kernel_env, "dli_sql")
+    try:
+        info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
+        assert info["language_info"]["name"] == "sql" and info["implementation"] == "dli_kernel"
+        deadline = time.monotonic() + 30
+        while not (new := [s for s in server.live_sessions() if s["id"] not in before]):
+            assert time.monotonic() < deadline, "the kernel never asked for a session"
+            time.sleep(0.1)
+        assert new[0]["kind"] == "sql" and new[0]["state"] in ("not_started", "starting")
+        assert new[0]["heartbeatTimeoutInSecond"] > 0  # a crashed kernel's session is reaped
+        reply, outputs = kernel.execute("SELECT 1 AS one, 'x' AS letter")
+        assert reply["status"] == "ok"
+        table = displays(outputs)[-1]
+        assert "<th>one</th>" in table["text/html"] and "1 row" in table["text/plain"]
+    finally:
+        kernel.shutdown()
+    wait_no_new_sessions(server, before)
+
+
+def wait_no_new_sessions(server: Server, before: set[int]) -> None:
+    deadline = time.monotonic() + 60
+    while [s for s in server.live_sessions() if s["id"] not in before]:
+        assert time.monotonic() < deadline, "the kernel's session outlived the kernel"
+        time.sleep(0.2)
+
+
+def test_shutdown_while_starting_deletes_the_session(kernel_env: dict[str, Any], server: Server) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    kernel = Kernel(kernel_env, "dli_pyspark")
+    kernel.shutdown()
+    wait_no_new_sessions(server, before)
+
+
+def test_cells_outputs_and_errors(pyspark_kernel: Kernel) -> None:
+    reply, outputs = pyspark_kernel.execute("print('hello')\n1 + 1")
+    assert reply["status"] == "ok" and text(outputs) == "hello\n2\n"
+
+    reply, outputs = pyspark_kernel.execute("1 / 0")
+    assert reply["status"] == "error" and reply["ename"] == "ZeroDivisionError"
+    assert [o for o in outputs if o["msg_type"] == "error"][0]["content"]["evalue"] == "division by zero"
+
+    reply, outputs = pyspark_kernel.execute(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
+    )
+    png = [d for d in displays(outputs) if "image/png" in d]
+    assert reply["status"] == "ok" and base64.b64decode(png[0]["image/png"]).startswith(b"\x89PNG")
+
+    reply, outputs = pyspark_kernel.execute("spark.range(3).toPandas()")
+    assert any("<table" in d.get("text/html", "") for d in displays(outputs))
+
+
+def test_session_log_lines_stream_to_stderr(pyspark_kernel: Kernel) -> None:
+    code = (
+        "import sys, time\n"
+        "sys.__stderr__.write('a line of the driver log\\n'); sys.__stderr__.flush()\n"
+        "time.sleep(1.5)"
+    )
+    reply, outputs = pyspark_kernel.execute(code)
+    assert reply["status"] == "ok"
+    assert "a line of the driver log" in text(outputs, "stderr")
+
+
+def test_interrupt_cancels_the_statement(pyspark_kernel: Kernel) -> None:
+    msg_id = pyspark_kernel.client.execute("import time\nwhile True:\n    time.sleep(0.05)")
+    time.sleep(3)
+    pyspark_kernel.manager.interrupt_kernel()
+    reply = pyspark_kernel.client.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    reply, outputs = pyspark_kernel.execute("'still here'")
+    assert text(outputs) == "'still here'\n"
+
+
+def test_completion(pyspark_kernel: Kernel) -> None:
+    pyspark_kernel.execute("1")  # the session is ready
+    reply = pyspark_kernel.client.complete("spark.ran", 9, reply=True, timeout=30)["content"]
+    assert "spark.range" in reply["matches"] and reply["cursor_start"] == 0
+
+
+def test_a_lost_session_is_replaced(pyspark_kernel: Kernel, server: Server) -> None:
+    pyspark_kernel.execute("lost = 1")
+    mine = [s for s in server.live_sessions() if (s["name"] or "").startswith("notebook-")]
+    assert len(mine) == 1
+    for session in mine:
+        server.delete(f"/sessions/{session['id']}")
+    reply, outputs = pyspark_kernel.execute("lost")
+    assert reply["status"] == "error" and reply["ename"] == "SessionLost"
+    assert "next cell runs on a new session" in reply["evalue"]
+    reply, outputs = pyspark_kernel.execute("'fresh' if 'lost' not in globals() else 'old'")
+    assert text(outputs) == "'fresh'\n"
+
+
+def test_kernelspecs_installed(kernel_env: dict[str, Any]) -> None:
+    specs = KernelSpecManager(kernel_dirs=[kernel_env["kernels"]]).get_all_specs()
+    assert {
+        name: spec["spec"]["display_name"] for name, spec in specs.items() if name.startswith("dli_")
+    } == {
+        "dli_pyspark": "PySpark (DLI)",
+        "dli_spark": "Spark (DLI)",
+        "dli_sql": "Spark SQL (DLI)",
+    }
+    assert Path(specs["dli_pyspark"]["spec"]["argv"][0]).exists()
