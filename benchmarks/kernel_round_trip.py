@@ -13,22 +13,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from common import percentile, start_server
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from dli_kernel.install import install
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -39,15 +33,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="dli-bench-") as tmp:
         state_dir = Path(tmp) / "state"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dli_kernel", "server", "--port", "0", "--state-dir", str(state_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        server, info = start_server(state_dir)
         manager = None
         try:
-            server.stdout.readline()
-            info = json.loads((state_dir / "server.json").read_text())
             install(prefix=tmp)
             env = dict(
                 os.environ,

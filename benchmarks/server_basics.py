@@ -13,13 +13,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
+from common import percentile, start_server
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -41,11 +40,6 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3, help="cold session starts to time")
@@ -55,14 +49,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="dli-bench-") as tmp:
         state_dir = Path(tmp) / "state"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dli_kernel", "server", "--port", "0", "--state-dir", str(state_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        server, info = start_server(state_dir)
         try:
-            server.stdout.readline()
-            info = json.loads((state_dir / "server.json").read_text())
             http = requests.Session()
             http.headers["Authorization"] = f"Bearer {info['token']}"
             url = info["url"]

@@ -53,6 +53,7 @@ from dli_kernel.client.auth import BearerToken, HuaweiAkSk, IamToken
 from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient
+from dli_kernel.processes import pid_alive
 from dli_kernel.spec import _FIELDS, SessionSpec, SpecError, _conf_from_dli
 
 __all__ = [
@@ -557,16 +558,6 @@ def _read_server_file(path: Path) -> dict[str, Any] | None:
     return info
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    return True
-
-
 def _embedded(info: dict[str, Any]) -> Endpoint | None:
     try:
         auth = BearerToken(info["token"])
@@ -590,7 +581,7 @@ def _answers(endpoint: Endpoint) -> bool:
 
 def _running_server(state_dir: Path) -> Endpoint | None:
     info = _read_server_file(state_dir / SERVER_FILE)
-    if info is None or not _alive(info["pid"]):
+    if info is None or not pid_alive(info["pid"]):
         return None
     endpoint = _embedded(info)
     return endpoint if endpoint is not None and _answers(endpoint) else None

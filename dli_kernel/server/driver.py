@@ -26,6 +26,8 @@ from typing import Any
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from dli_kernel.processes import pid_alive
+
 CONNECTION_FILE = "kernel.json"
 PID_FILE = "driver.pid"
 REPLY_GRACE = 2.0  # seconds to wait for an execute reply once the kernel said idle
@@ -138,7 +140,7 @@ class Driver:
             pid = int((workdir / PID_FILE).read_text())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(pid) or not (workdir / CONNECTION_FILE).exists():
+        if not pid_alive(pid) or not (workdir / CONNECTION_FILE).exists():
             return None
         return cls(workdir, pid)
 
@@ -151,7 +153,7 @@ class Driver:
     def is_alive(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def wait_ready(self, timeout: float) -> None:
         """Wait until the kernel answers, or raise DriverError."""
@@ -326,16 +328,6 @@ def _lines(traceback: list[str]) -> list[str]:
     return [line + "\n" for line in text.splitlines()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_zombie(pid)
-
-
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -344,11 +336,3 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from dli_kernel.server.driver import _lines, _OutputCollector, _pid_alive, _whole_tokens
+from dli_kernel.processes import pid_alive as _pid_alive
+from dli_kernel.server.driver import _lines, _OutputCollector, _whole_tokens
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
