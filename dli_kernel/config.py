@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from jupyter_core.paths import jupyter_config_dir
@@ -52,9 +52,9 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from dli_kernel.client.auth import BearerToken, HuaweiAkSk, IamToken
 from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
-from dli_kernel.client.sessions_client import SessionsClient
+from dli_kernel.client.sessions_client import SessionsClient, shown_url
 from dli_kernel.processes import pid_alive
-from dli_kernel.spec import _FIELDS, SessionSpec, SpecError, _conf_from_dli
+from dli_kernel.spec import _FIELDS, SessionSpec, SpecError, _conf_from_dli, json_type, unknown_names
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -116,17 +116,6 @@ _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # -- the results ------------------------------------------------------------------------------------
 
 
-def _shown_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part: what messages and reprs may show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<a URL that cannot be parsed>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-
-
 @dataclass(frozen=True, repr=False)
 class Endpoint:
     """A sessions API to send sessions to, with its credentials; its repr never shows a secret."""
@@ -147,7 +136,7 @@ class Endpoint:
         # Header values are hidden too: a custom header may well carry an API key.
         headers = {name: "***" for name in self.headers}
         return (
-            f"Endpoint(url={_shown_url(self.url)!r}, dialect={self.dialect!r}, "
+            f"Endpoint(url={shown_url(self.url)!r}, dialect={self.dialect!r}, "
             f"project_id={self.project_id!r}, auth={self.auth!r}, headers={headers!r}, "
             f"embedded={self.embedded!r})"
         )
@@ -190,11 +179,6 @@ def default_config_file() -> Path:
     return Path(jupyter_config_dir()) / CONFIG_FILE_NAME
 
 
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
 def _read_config_file(path: Path) -> dict[str, Any]:
     """The file's settings; a missing (or blank) file holds none."""
     try:
@@ -216,16 +200,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(values, dict):
         raise ConfigError(
-            f'{path} must hold a JSON object such as {{"url": "http://livy:8998"}} '
-            f"(got {_json_type(values)})."
+            f'{path} must hold a JSON object such as {{"url": "http://livy:8998"}} (got {json_type(values)}).'
         )
     unknown = sorted(str(key) for key in values if key not in FILE_KEYS)
     if unknown:
-        names = ", ".join(repr(key) for key in unknown)
-        raise ConfigError(
-            f"{path} has unknown key{'s' if len(unknown) > 1 else ''} {names}; "
-            f"accepted keys are: {', '.join(FILE_KEYS)}."
-        )
+        raise ConfigError(f"{path} has {unknown_names(unknown, FILE_KEYS, 'key')}.")
     return values
 
 
@@ -298,7 +277,7 @@ def _check_url(value: object, where: str) -> str:
         valid = False
     if valid:
         return url
-    got = repr(_shown_url(value)) if isinstance(value, str) else _json_type(value)
+    got = repr(shown_url(value)) if isinstance(value, str) else json_type(value)
     raise ConfigError(
         f"{where} must be an http:// or https:// URL without a query, such as http://livy.example.com:8998 "
         f"(got {got})."
@@ -453,8 +432,8 @@ def _conf_problem(value: object) -> str:
             if not isinstance(key, str) or not key:
                 return "a setting name is empty"
             if not isinstance(item, str | int | float | bool):
-                return f"{key!r} is {_json_type(item)}"
-    return f"got {_json_type(value)}"
+                return f"{key!r} is {json_type(item)}"
+    return f"got {json_type(value)}"
 
 
 def _session_values(session: object, path: Path) -> dict[str, Any]:
@@ -462,16 +441,12 @@ def _session_values(session: object, path: Path) -> dict[str, Any]:
     if not isinstance(session, dict):
         raise ConfigError(
             f'{where} must be a JSON object of session fields such as {{"sc_type": "B"}} '
-            f"(got {_json_type(session)})."
+            f"(got {json_type(session)})."
         )
     by_name = _spec_fields()
     unknown = sorted(str(key) for key in session if key not in by_name)
     if unknown:
-        names = ", ".join(repr(key) for key in unknown)
-        raise ConfigError(
-            f"{where} has unknown field{'s' if len(unknown) > 1 else ''} {names}; "
-            f"accepted fields are: {', '.join(sorted(by_name))}."
-        )
+        raise ConfigError(f"{where} has {unknown_names(unknown, sorted(by_name))}.")
     values: dict[str, Any] = {}
     wire_of: dict[str, str] = {}
     for wire, value in session.items():

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -275,7 +275,14 @@ _FAMILY_TITLES = {"livy": "Livy", "dli": "DLI"}
 _CLUSTER_REQUIRED = "cluster_name is required: the name of the cluster (queue) to run the session on."
 
 
-def _json_type(value: object) -> str:
+def unknown_names(unknown: list[str], accepted: Iterable[str], noun: str = "field") -> str:
+    """ "unknown field 'x'; accepted fields are: a, b" — the one wording for every unknown-name error."""
+    names = ", ".join(repr(name) for name in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    return f"unknown {noun}{plural} {names}; accepted {noun}s are: {', '.join(accepted)}"
+
+
+def json_type(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
 
@@ -342,15 +349,11 @@ class SessionSpec:
     @staticmethod
     def _from_wire(body: object, family: str) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise SpecError(f"the request body must be a JSON object (got {_json_type(body)}).")
+            raise SpecError(f"the request body must be a JSON object (got {json_type(body)}).")
         by_wire = {getattr(f, family): f for f in _FIELDS if getattr(f, family)}
         unknown = sorted(str(key) for key in body if key not in by_wire)
         if unknown:
-            names = ", ".join(repr(key) for key in unknown)
-            raise SpecError(
-                f"unknown field{'s' if len(unknown) > 1 else ''} {names}; "
-                f"accepted fields are: {', '.join(sorted(by_wire))}."
-            )
+            raise SpecError(f"{unknown_names(unknown, sorted(by_wire))}.")
         values = {}
         for wire, value in body.items():
             if value is None:

@@ -51,7 +51,7 @@ class SessionsClient:
     ) -> None:
         self.url = url.rstrip("/")
         # What messages and repr show: never a password written into the URL.
-        self._shown_url = _without_credentials(self.url)
+        self._shown_url = shown_url(self.url)
         self.dialect = dialect if isinstance(dialect, Dialect) else make_dialect(dialect, project_id)
         self.timeout = timeout
         self.retry_delays = retry_delays
@@ -241,7 +241,7 @@ class SessionsClient:
                 raise _NotSent(f"{what}: could not connect (is the server running?).") from None
             raise ConnectionFailed(f"{what}: the connection failed ({type(err).__name__}).") from None
         if response.is_redirect:
-            target = _without_credentials(response.headers.get("Location", "?"))
+            target = shown_url(response.headers.get("Location", "?"))
             raise ClientError(f"{what}: the server redirects to {target}; configure that URL instead.")
         if response.status_code >= 400:
             message = f"{what}: {response.status_code} {_error_text(response)}"
@@ -258,15 +258,15 @@ class _NotSent(ConnectionFailed):
     """The request never reached the server, so trying it again cannot run anything twice."""
 
 
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+def shown_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part: what messages and reprs may show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _with_note(err: ClientError, note: str) -> ClientError:

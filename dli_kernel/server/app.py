@@ -34,7 +34,7 @@ from dli_kernel.server.manager import (
     SessionManager,
     Statement,
 )
-from dli_kernel.spec import SessionSpec, SpecError, format_memory
+from dli_kernel.spec import SessionSpec, SpecError, format_memory, unknown_names
 
 log = logging.getLogger("dli_kernel.server")
 
@@ -247,7 +247,7 @@ async def submit_statement(request: Request, family: Family) -> JSONResponse:
         raise Invalid("the request body must be a JSON object with a 'code' string.")
     unknown = sorted(set(body) - set(STATEMENT_FIELDS))
     if unknown:
-        raise Invalid(f"unknown field {unknown[0]!r}; accepted fields are: {', '.join(STATEMENT_FIELDS)}.")
+        raise Invalid(f"{unknown_names(unknown, STATEMENT_FIELDS)}.")
     code, kind, max_rows = body.get("code"), body.get("kind"), body.get("maxRows", DEFAULT_MAX_ROWS)
     if not isinstance(code, str):
         raise Invalid("'code' is required and must be a string.")
