@@ -22,8 +22,6 @@ def kernel_json(name: str, python: str = sys.executable) -> dict:
         "argv": [python, "-m", "dli_kernel.kernel", "-f", "{connection_file}", f"--SparkKernel.kind={kind}"],
         "display_name": display_name,
         "language": language,
-        # Interrupts as messages: the kernel cancels the remote statement instead of taking a SIGINT.
-        "interrupt_mode": "message",
         "metadata": {"debugger": False},
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 from dataclasses import dataclass, field
@@ -75,3 +76,118 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+# -- SQL results as pandas --------------------------------------------------------------------------
+
+_INTEGERS = {"byte", "short", "integer", "long"}
+_FLOATS = {"float", "double"}
+
+
+def result_dataframe(result: dict[str, Any]) -> Any:
+    """A Livy SQL result (``{schema, data}``) as a pandas DataFrame with the dtypes Spark's toPandas gives.
+
+    Integers are int64 (nullable Int64 when a null is present), floats float64, booleans bool (or
+    boolean), decimals Decimal objects, dates date objects, timestamps datetime64, nested values Python
+    lists and dicts. Needs pandas, which the kernel does not otherwise need.
+    """
+    import pandas as pd  # noqa: PLC0415 - only -o needs it
+
+    fields = result.get("schema", {}).get("fields", [])
+    rows = result.get("data", [])
+    columns = {}
+    for index, spec in enumerate(fields):
+        values = [row[index] if index < len(row) else None for row in rows]
+        columns[index] = _column(pd, values, spec.get("type"))
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
+    frame.columns = [spec["name"] for spec in fields]  # by position: duplicate names survive, as in Spark
+    return frame
+
+
+def _column(pd: Any, values: list[Any], spark_type: Any) -> Any:
+    import decimal  # noqa: PLC0415
+
+    name = spark_type if isinstance(spark_type, str) else ""
+    has_null = any(value is None for value in values)
+    if name in _INTEGERS:
+        return pd.Series(values, dtype="Int64" if has_null else "int64")
+    if name in _FLOATS:
+        return pd.Series([float("nan") if v is None else float(v) for v in values], dtype="float64")
+    if name == "boolean":
+        return pd.Series(values, dtype="boolean" if has_null else "bool")
+    if name.startswith("decimal"):
+        return pd.Series([None if v is None else decimal.Decimal(v) for v in values], dtype="object")
+    if name == "date":
+        dates = [None if v is None else datetime.date.fromisoformat(v) for v in values]
+        return pd.Series(dates, dtype="object")
+    if name.startswith("timestamp"):
+        return pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601").astype("datetime64[ns]")
+    return pd.Series(values, dtype="object")
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements separated by ``;``, ignoring those inside quotes, backticks and comments."""
+    statements, current, i, quote = [], [], 0, ""
+    while i < len(text):
+        char = text[i]
+        if quote:
+            current.append(char)
+            if char == "\\" and quote != "`" and i + 1 < len(text):
+                current.append(text[i + 1])
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"`":
+            quote = char
+            current.append(char)
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            current.append(text[i:end])
+            i = end
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = len(text) if end < 0 else end + 2
+            current.append(text[i:end])
+            i = end
+            continue
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    statements.append("".join(current))
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    """False for a piece holding only blanks and comments (e.g. after a final ``;``)."""
+    return bool(split_comments(statement).strip())
+
+
+def split_comments(text: str) -> str:
+    """``text`` without its ``--`` and ``/* */`` comments (quotes respected)."""
+    out, i, quote = [], 0, ""
+    while i < len(text):
+        char = text[i]
+        if quote:
+            out.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "'\"`":
+            quote = char
+            out.append(char)
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+            continue
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)

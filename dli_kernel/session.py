@@ -43,6 +43,18 @@ class RemoteSession:
         self._creator: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self.statements_run = 0
+        self.ever_ready = False
+        self.owned = True  # False for a session the notebook attached to: closing leaves it running
+
+    @classmethod
+    def attach(cls, client: SessionsClient, info: SessionInfo, spec: SessionSpec) -> RemoteSession:
+        """Use a session someone else started; ``close`` stops using it without deleting it."""
+        session = cls(client, spec)
+        session.info, session.owned = info, False
+        client.track(info.id)  # so an ambiguous submit on it can still be resolved
+        session._created.set()
+        session._start_heartbeat()
+        return session
 
     @property
     def id(self) -> str | None:
@@ -62,6 +74,9 @@ class RemoteSession:
             self._create_error = err
         finally:
             self._created.set()
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
         if self.info and not self._closing.is_set():
             self._heartbeat = threading.Thread(target=self._beat, name="dli-session-heartbeat", daemon=True)
             self._heartbeat.start()
@@ -89,22 +104,27 @@ class RemoteSession:
             if on_state:
                 on_state(Progress(info.state, 0.0, elapsed))
             if info.ready:
+                self.ever_ready = True
                 return info
             if info.ended:
-                raise SessionFailed(self._ended_message(info, "failed to start"))
+                what = "ended" if self.ever_ready else "failed to start"
+                raise SessionFailed(self._ended_message(info, what))
             if elapsed > timeout:
                 raise SessionFailed(f"session {info.id} is still {info.state} after {timeout:.0f} s.")
             time.sleep(interval)
             interval = min(interval * 2, 0.5)
 
     def close(self) -> None:
-        """Delete the session, also while it is still being created. Safe to call twice."""
+        """Delete the session (if this notebook started it), also while it is still being created.
+
+        Safe to call twice.
+        """
         self._closing.set()
         if self._creator is not None:
             self._creator.join(timeout=60)
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
-        if self.info is not None:
+        if self.info is not None and self.owned:
             # If the server is gone, its heartbeat reaper ends the session.
             with contextlib.suppress(ClientError):
                 self.client.delete_session(self.info.id)

@@ -346,6 +346,19 @@ class SessionSpec:
             values["conf"] = _conf_from_dli(values["conf"], "conf")
         return cls(**values)
 
+    def updated(self, body: object) -> SessionSpec:
+        """A copy with the fields of a create-session body applied, named as DLI or Livy names them."""
+        try:
+            values = self._from_wire(body, "dli")
+        except SpecError as dli_error:
+            try:
+                values = self._from_wire(body, "livy")
+            except SpecError:
+                raise dli_error from None
+        if "conf" in values:
+            values["conf"] = {**self.conf, **_check_conf(_conf_from_dli(values["conf"], "conf"), "conf")}
+        return self.replace(**values)
+
     @staticmethod
     def _from_wire(body: object, family: str) -> dict[str, Any]:
         if not isinstance(body, dict):
