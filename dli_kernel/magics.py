@@ -358,16 +358,16 @@ class SparkMagics(Magics):
             publish_display_data(_kv_bundle(_spec_rows(spec)))
             return
         session = notebook.session
+        if session is not None and not session.owned and not args.force:
+            raise UsageError(
+                f"%session configure: this notebook uses session {session.info.id}, which it did not start; "
+                "add -f to start a new session of its own instead; nothing was changed"
+            )
         if session is not None and session.info is not None and session.statements_run and not args.force:
             raise UsageError(
                 f"%session configure: session {session.info.id} has run statements and a live session "
                 "cannot change its settings; add -f to replace it with a new session (its state is lost); "
                 "nothing was changed"
-            )
-        if session is not None and not session.owned and not args.force:
-            raise UsageError(
-                f"%session configure: this notebook uses session {session.info.id}, which it did not start; "
-                "add -f to start a new session of its own instead; nothing was changed"
             )
         replaced = session is not None
         notebook.spec = spec
@@ -554,6 +554,7 @@ class SparkMagics(Magics):
             ) from None
         except SessionFailed as err:
             if current is not None and current.ever_ready:
+                self.notebook.replaced_note = f"the previous session ended: {str(err).splitlines()[0]}"
                 raise remote_error("SessionLost", f"{err}\nThe next cell runs on a new session.") from None
             raise remote_error("SessionFailed", f"{err}\nThe next cell tries a new session.") from None
         except ClientError as err:
@@ -595,6 +596,7 @@ class _Line:
 
     def __init__(self) -> None:
         self._handle: DisplayHandle | None = None
+        self._last: dict[str, str] | None = None
         self._began = time.monotonic()
 
     @property
@@ -607,6 +609,9 @@ class _Line:
 
     def show(self, bundle: str | dict[str, str]) -> None:
         data = {"text/plain": bundle} if isinstance(bundle, str) else bundle
+        if data == self._last:
+            return  # the same words again: spare the frontend a message
+        self._last = data
         if self._handle is None:
             self._handle = DisplayHandle()
             self._handle.display(data, raw=True)
