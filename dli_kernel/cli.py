@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import requests
 from jupyter_core.paths import jupyter_runtime_dir
 
 
@@ -55,74 +50,21 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Start a private server, run Python and SQL statements on a real Spark session, print the results."""
-    with tempfile.TemporaryDirectory(prefix="dli-kernel-demo-") as state_dir:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dli_kernel", "server", "--port", "0", "--state-dir", state_dir],
-            stdout=subprocess.DEVNULL,
+    """Run the quickstart notebook headless on the embedded default and print what each cell showed."""
+    try:
+        from dli_kernel.demo import QUICKSTART, run_notebook
+    except ImportError as err:
+        print(
+            f"dli-kernel demo needs the server extra: pip install 'dli-kernel[server]' ({err}).",
+            file=sys.stderr,
         )
-        try:
-            info = _wait_for_server_file(Path(state_dir) / "server.json", server)
-            http = requests.Session()
-            http.headers["Authorization"] = f"Bearer {info['token']}"
-            url = info["url"]
-            started = time.monotonic()
-            session = http.post(
-                f"{url}/sessions", json={"kind": "pyspark", "name": "demo"}, timeout=10
-            ).json()
-            print(f"session {session['id']} created; waiting for Spark to start...", flush=True)
-            cells = [
-                (
-                    "pyspark",
-                    "df = spark.range(1, 6).selectExpr('id', 'id * id AS square')\n"
-                    "df.createOrReplaceTempView('squares')\ndf.count()",
-                ),
-                ("pyspark", "print(spark.version)"),
-                ("sql", "SELECT id, square FROM squares WHERE id > 2 ORDER BY id"),
-            ]
-            for kind, code in cells:
-                statement = http.post(
-                    f"{url}/sessions/{session['id']}/statements",
-                    json={"code": code, "kind": kind},
-                    timeout=10,
-                ).json()
-                while statement["state"] in ("waiting", "running"):
-                    time.sleep(0.1)
-                    statement = http.get(
-                        f"{url}/sessions/{session['id']}/statements/{statement['id']}", timeout=10
-                    ).json()
-                print(f"\n[{kind}] {code}\n{_show(statement['output'])}", flush=True)
-            print(f"\nall statements done {time.monotonic() - started:.1f} s after the session was created.")
-            http.delete(f"{url}/sessions/{session['id']}", timeout=60)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    return 0
-
-
-def _show(output: dict) -> str:
-    """A statement's output as a person reads it: text, a table, or the error."""
-    if output["status"] == "error":
-        return f"error: {output['ename']}: {output['evalue']}"
-    table = output["data"].get("application/json")
-    if table and "schema" in table:
-        names = [field["name"] for field in table["schema"]["fields"]]
-        rows = [names, *[[str(value) for value in row] for row in table["data"]]]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(names))]
-        lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-        return "\n".join(lines + [f"({table['total']} rows)"])
-    return output["data"].get("text/plain", "")
-
-
-def _wait_for_server_file(path: Path, server: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with code {server.returncode} before it was ready.")
-        if path.exists():
-            return json.loads(path.read_text())
-        time.sleep(0.05)
-    raise SystemExit(f"the server did not write {path} within {timeout:.0f} s.")
+        return 2
+    notebook = Path(args.notebook) if args.notebook else QUICKSTART
+    if not notebook.exists():
+        print(f"dli-kernel demo: no notebook at {notebook}; pass one with --notebook.", file=sys.stderr)
+        return 2
+    output = Path(args.output or f"{notebook.stem}.executed.ipynb").resolve()
+    return run_notebook(notebook, output, sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--prefix", help="under this prefix (PREFIX/share/jupyter/kernels)")
     install.set_defaults(run=_install)
 
-    demo = commands.add_parser("demo", help="run Python and SQL statements on a real local Spark session")
+    demo = commands.add_parser(
+        "demo",
+        help="run notebooks/quickstart.ipynb headless on a local Spark session, print its outputs",
+    )
+    demo.add_argument("--notebook", help="another notebook to run (default: the quickstart)")
+    demo.add_argument("--output", help="where the executed notebook goes (default: ./<name>.executed.ipynb)")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -1,29 +1,27 @@
-"""Install the three kernelspecs (PySpark, Spark, Spark SQL) through jupyter_client."""
+"""Install the three kernelspecs (PySpark, Spark, Spark SQL) through jupyter_client.
+
+The specs live in ``dli_kernel/kernelspec/``; installing copies one with its logos and points its
+``argv[0]`` at this environment's Python, so the kernel runs where dli_kernel is installed.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-KERNELS = {
-    "dli_pyspark": ("PySpark (DLI)", "python", "pyspark"),
-    "dli_spark": ("Spark (DLI)", "scala", "spark"),
-    "dli_sql": ("Spark SQL (DLI)", "sql", "sql"),
-}
+SPECS = Path(__file__).parent / "kernelspec"
+KERNELS = ("dli_pyspark", "dli_spark", "dli_sql")
 
 
 def kernel_json(name: str, python: str = sys.executable) -> dict:
-    display_name, language, kind = KERNELS[name]
-    return {
-        "argv": [python, "-m", "dli_kernel.kernel", "-f", "{connection_file}", f"--SparkKernel.kind={kind}"],
-        "display_name": display_name,
-        "language": language,
-        "metadata": {"debugger": False},
-    }
+    spec = json.loads((SPECS / name / "kernel.json").read_text())
+    spec["argv"][0] = python
+    return spec
 
 
 def install(user: bool = False, prefix: str | None = None) -> list[str]:
@@ -32,6 +30,8 @@ def install(user: bool = False, prefix: str | None = None) -> list[str]:
     installed = []
     for name in KERNELS:
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "kernel.json").write_text(json.dumps(kernel_json(name), indent=1))
-            installed.append(manager.install_kernel_spec(folder, name, user=user, prefix=prefix))
+            target = Path(folder) / name
+            shutil.copytree(SPECS / name, target)
+            (target / "kernel.json").write_text(json.dumps(kernel_json(name), indent=1))
+            installed.append(manager.install_kernel_spec(str(target), name, user=user, prefix=prefix))
     return installed

@@ -678,10 +678,10 @@ def _spec_rows(spec: SessionSpec) -> list[tuple[str, str]]:
         ("name", spec.name or "(generated)"),
         ("sc_type", spec.reported_sc_type),
         ("cluster", spec.cluster_name or "(default)"),
-        ("driver", f"{format_memory(res.driver_memory_mb)}, {res.driver_cores} cores"),
+        ("driver", f"{format_memory(res.driver_memory_mb)}, {_cores(res.driver_cores)}"),
         (
             "executors",
-            f"{res.num_executors} × ({format_memory(res.executor_memory_mb)}, {res.executor_cores} cores)",
+            f"{res.num_executors} × ({format_memory(res.executor_memory_mb)}, {_cores(res.executor_cores)})",
         ),
         ("conf", ", ".join(f"{k}={v}" for k, v in sorted(spec.conf.items())) or "(none)"),
         ("heartbeat timeout", f"{spec.heartbeat_timeout_s} s" if spec.heartbeat_timeout_s else "none"),
@@ -706,12 +706,12 @@ def _info_rows(info: SessionInfo, spec: SessionSpec) -> list[tuple[str, str]]:
         ("sc_type", str(raw.get("sc_type") or "")),
         ("cluster", _cluster(info) or ""),
         ("owner", info.owner or ""),
-        ("proxy user", info.proxy_user or ""),
-        ("driver", f"{raw.get('driverMemory') or '?'}, {raw.get('driverCores') or '?'} cores"),
+        ("proxy user", info.proxy_user or "(none)"),
+        ("driver", f"{raw.get('driverMemory') or '?'}, {_cores(raw.get('driverCores'))}"),
         (
             "executors",
             f"{raw.get('numExecutors') or '?'} × ({raw.get('executorMemory') or '?'}, "
-            f"{raw.get('executorCores') or '?'} cores)",
+            f"{_cores(raw.get('executorCores'))})",
         ),
         ("conf", ", ".join(f"{k}={v}" for k, v in sorted(conf.items())) or "(none)"),
         ("created", _created(info)),
@@ -723,6 +723,10 @@ def _info_rows(info: SessionInfo, spec: SessionSpec) -> list[tuple[str, str]]:
     if "sc_type" not in raw:  # plain Livy reports no resources: show what was asked for
         rows[5] = ("sc_type", f"{spec.reported_sc_type} (requested)")
     return rows
+
+
+def _cores(value: object) -> str:
+    return f"{value} core{'' if value == 1 else 's'}" if isinstance(value, int) else "? cores"
 
 
 def _seconds(value: object) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from dli_kernel.install import install
+
 TERMINAL = ("error", "dead", "killed", "success")
 
 
@@ -157,6 +159,13 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
     return True
 
 
+def wait_no_new_sessions(server: Server, before: set[int]) -> None:
+    deadline = time.monotonic() + 60
+    while [s for s in server.live_sessions() if s["id"] not in before]:
+        assert time.monotonic() < deadline, "the kernel's session outlived the kernel"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state_dir = tmp_path_factory.mktemp("server") / "state"
@@ -179,3 +188,18 @@ def pyspark(server: Server) -> Iterator[int]:
     server.wait_state(session["id"], ("idle",))
     yield session["id"]
     assert server.delete(f"/sessions/{session['id']}").status_code == 200
+
+
+@pytest.fixture(scope="session")
+def kernel_env(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    prefix = tmp_path_factory.mktemp("jupyter")
+    install(prefix=str(prefix))
+    env = dict(os.environ)
+    env.update(
+        DLI_KERNEL_URL=server.url,
+        DLI_KERNEL_DIALECT="local",
+        DLI_KERNEL_TOKEN=server.token,
+        JUPYTER_CONFIG_DIR=str(prefix / "config"),  # no user config file gets in the way
+        JUPYTER_RUNTIME_DIR=str(prefix / "runtime"),  # nor the user's own embedded server
+    )
+    return {"env": env, "kernels": str(prefix / "share" / "jupyter" / "kernels")}

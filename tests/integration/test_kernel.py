@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,23 +12,7 @@ import pytest
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from dli_kernel.install import install
-from tests.integration.conftest import Server
-
-
-@pytest.fixture(scope="session")
-def kernel_env(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    prefix = tmp_path_factory.mktemp("jupyter")
-    install(prefix=str(prefix))
-    env = dict(os.environ)
-    env.update(
-        DLI_KERNEL_URL=server.url,
-        DLI_KERNEL_DIALECT="local",
-        DLI_KERNEL_TOKEN=server.token,
-        JUPYTER_CONFIG_DIR=str(prefix / "config"),  # no user config file gets in the way
-        JUPYTER_RUNTIME_DIR=str(prefix / "runtime"),  # nor the user's own embedded server
-    )
-    return {"env": env, "kernels": str(prefix / "share" / "jupyter" / "kernels")}
+from tests.integration.conftest import Server, wait_no_new_sessions
 
 
 class Kernel:
@@ -97,13 +80,6 @@ def test_kernel_answers_while_its_session_starts(kernel_env: dict[str, Any], ser
     finally:
         kernel.shutdown()
     wait_no_new_sessions(server, before)
-
-
-def wait_no_new_sessions(server: Server, before: set[int]) -> None:
-    deadline = time.monotonic() + 60
-    while [s for s in server.live_sessions() if s["id"] not in before]:
-        assert time.monotonic() < deadline, "the kernel's session outlived the kernel"
-        time.sleep(0.2)
 
 
 def test_shutdown_while_starting_deletes_the_session(kernel_env: dict[str, Any], server: Server) -> None:

@@ -188,7 +188,7 @@ def test_configure_flags_then_the_session_has_them(ip: Shell, server: Server) ->
         "--name magics-test --heartbeat-timeout 300 --cluster local"
     )
     assert "CUSTOMIZED" in cell.plain and "1 GB, 2 cores" in cell.plain  # driver cores from tier B
-    assert "2 × (3 GB, 1 cores)" in cell.plain and "spark.dli.note=a=b" in cell.plain
+    assert "2 × (3 GB, 1 core)" in cell.plain and "spark.dli.note=a=b" in cell.plain
     assert ip.notebook.session is None  # nothing started yet, so nothing to replace
 
     cell = ip.ok("%%pyspark\nprint(spark.conf.get('spark.sql.shuffle.partitions'))")

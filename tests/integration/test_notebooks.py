@@ -1,0 +1,133 @@
+"""Notebooks run headless with nbclient through the wrapper kernels, as papermill and CI users run them."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tests.integration.conftest import Server, wait_no_new_sessions
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def execute(nb: Any, kernel_env: dict[str, Any], kernel: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for key, value in kernel_env["env"].items():
+        monkeypatch.setenv(key, value)  # the kernel manager passes this process's environment on
+    manager = KernelManager(
+        kernel_name=kernel, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernel_env["kernels"]])
+    )
+    try:
+        NotebookClient(nb, km=manager, timeout=300, startup_timeout=120).execute()
+    finally:
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=False)
+    return nb
+
+
+def outputs_of(cell: Any) -> list[dict[str, Any]]:
+    return [dict(output) for output in cell.outputs]
+
+
+def texts(cell: Any) -> str:
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("display_data", "execute_result"):
+            parts.append(output.data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_quickstart(kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    nb = execute(nbformat.read(NOTEBOOKS / "quickstart.ipynb", 4), kernel_env, "dli_pyspark", monkeypatch)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert "10000 trips on Spark" in texts(code[0])
+    assert "session" in texts(code[0]) and "ready after" in texts(code[0])  # the start was shown
+    assert any("<table" in o.get("data", {}).get("text/html", "") for o in outputs_of(code[1]))
+    assert "7 rows" in texts(code[2]) and "total_km" in texts(code[2])
+    assert "int64" in texts(code[3]) and "float64" in texts(code[3])
+    png = [o["data"]["image/png"] for o in outputs_of(code[4]) if "image/png" in o.get("data", {})]
+    assert png and base64.b64decode(png[0]).startswith(b"\x89PNG")
+    errors = [o for o in outputs_of(code[5]) if o["output_type"] == "error"]
+    assert errors[0]["ename"] == "AnalysisException" and "no_such_column" in errors[0]["evalue"]
+    assert "raises-exception" in code[5].metadata["tags"]
+    assert "appId" in texts(code[6]) and "validity period" in texts(code[6])
+    wait_no_new_sessions(server, before)  # the kernel deleted its session on shutdown
+
+
+def test_an_unexpected_error_stops_the_run(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    cells = [new_code_cell("SELECT 1 AS one"), new_code_cell("SELEC oops"), new_code_cell("SELECT 2")]
+    nb = new_notebook(cells=cells)
+    with pytest.raises(CellExecutionError) as caught:
+        execute(nb, kernel_env, "dli_sql", monkeypatch)
+    assert "ParseException" in str(caught.value)
+    assert "1 row" in texts(nb.cells[0]) and nb.cells[2].outputs == []  # never ran
+    wait_no_new_sessions(server, before)
+
+
+def test_sql_kernel_notebook(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nb = new_notebook(
+        cells=[
+            new_code_cell("CREATE OR REPLACE TEMP VIEW nums AS SELECT id, id % 3 AS r FROM range(1500)"),
+            new_code_cell("SELECT * FROM nums ORDER BY id"),
+            new_code_cell("%%sql -n 5 -o top\nSELECT r, count(*) AS n FROM nums GROUP BY r ORDER BY r"),
+            new_code_cell("%%local\nprint(type(top).__name__, len(top), list(top.columns))"),
+            new_code_cell("%%pyspark\nprint(spark.table('nums').count())"),
+        ]
+    )
+    execute(nb, kernel_env, "dli_sql", monkeypatch)
+    assert "1000 of 1500 rows shown" in texts(nb.cells[1])
+    assert "3 rows" in texts(nb.cells[2])
+    assert texts(nb.cells[3]).strip() == "DataFrame 3 ['r', 'n']"
+    assert texts(nb.cells[4]).strip().endswith("1500")
+
+
+def test_session_management_notebook(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    path = NOTEBOOKS / "session-management.ipynb"
+    nb = execute(nbformat.read(path, 4), kernel_env, "dli_pyspark", monkeypatch)
+    errors = [
+        (i, o)
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for o in outputs_of(cell)
+        if o["output_type"] == "error" and "raises-exception" not in cell.metadata.get("tags", [])
+    ]
+    assert not errors
+    wait_no_new_sessions(server, before)
+
+
+def test_demo_runs_the_quickstart_on_the_embedded_default(tmp_path: Path) -> None:
+    output = tmp_path / "out.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-m", "dli_kernel", "demo", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "10000 trips on Spark" in done.stdout and "AnalysisException" in done.stdout
+    assert f"executed notebook written to {output}" in done.stdout
+    nb = nbformat.read(output, 4)
+    assert any(o.get("output_type") == "error" for cell in nb.cells for o in cell.get("outputs", []))
+    assert "Parent appears to have exited" not in done.stderr  # the kernel was shut down, not orphaned
