@@ -158,3 +158,59 @@ def test_kernelspecs_installed(kernel_env: dict[str, Any]) -> None:
         "dli_sql": "Spark SQL (DLI)",
     }
     assert Path(specs["dli_pyspark"]["spec"]["argv"][0]).exists()
+
+
+def test_progress_shows_as_an_updating_bar(pyspark_kernel: Kernel) -> None:
+    messages: list[dict[str, Any]] = []
+    code = (
+        "import time\n"
+        "def slow(rows):\n"
+        "    time.sleep(0.4)\n"
+        "    return rows\n"
+        "spark.sparkContext.parallelize(range(16), 8).mapPartitions(slow).count()"
+    )
+    reply = pyspark_kernel.client.execute_interactive(code, output_hook=messages.append, timeout=180)
+    assert reply["content"]["status"] == "ok"
+    bars = [
+        m["content"]["data"]["text/plain"]
+        for m in messages
+        if m["msg_type"] in ("display_data", "update_display_data")
+        and m["content"]["data"].get("text/plain", "").startswith("[")
+    ]
+    assert bars and any("%" in bar for bar in bars)
+    updates = [m for m in messages if m["msg_type"] == "update_display_data"]
+    assert updates and updates[-1]["content"]["data"]["text/plain"].startswith("done in")  # one line, updated
+
+
+def test_bad_magic_input_is_one_line_and_the_kernel_goes_on(pyspark_kernel: Kernel) -> None:
+    reply, outputs = pyspark_kernel.execute("%session configure --driver-memory 2")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    assert "--driver-memory" in reply["evalue"] and "unit" in reply["evalue"]
+    assert "Traceback" not in text(outputs, "stderr") + text(outputs)
+    reply, outputs = pyspark_kernel.execute("'fine'")
+    assert reply["status"] == "ok" and text(outputs) == "'fine'\n"
+
+
+def test_logs_follow_until_interrupted(pyspark_kernel: Kernel) -> None:
+    pyspark_kernel.execute("1")
+    msg_id = pyspark_kernel.client.execute("%session logs -n 3 --follow")
+    time.sleep(3)
+    pyspark_kernel.manager.interrupt_kernel()
+    reply = pyspark_kernel.client.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+
+
+def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    kernel = Kernel(kernel_env, "dli_pyspark")
+    try:
+        kernel.execute("first = 1")
+        (old,) = [s["id"] for s in server.live_sessions() if s["id"] not in before]
+        kernel.manager.restart_kernel(now=False)
+        kernel.client.wait_for_ready(timeout=60)
+        reply, outputs = kernel.execute("'first' in globals()")
+        assert text(outputs) == "False\n"
+        assert server.get(f"/sessions/{old}").json()["state"] in ("killed", "shutting_down")
+    finally:
+        kernel.shutdown()
+    wait_no_new_sessions(server, before)
