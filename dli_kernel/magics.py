@@ -74,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a mistake as one UsageError line instead of exiting the process."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise UsageError(f"{self.prog}: {message.rstrip('.')} (see {self.prog} --help)")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if status:

@@ -98,6 +98,43 @@ def session_of(server: Server, session_id: str) -> dict[str, Any]:
     return server.get(f"/sessions/{session_id}").json()
 
 
+# Bad input and the words its one-line error must hold; the kernels get the same list in test_notebooks.
+BAD_INPUT = [
+    ("%session configure --driver-memory 2", ("--driver-memory", "unit")),
+    ("%session configure --executor-memory lots", ("--executor-memory",)),
+    ("%session configure --sc-type D", ("--sc-type", "A", "B", "C")),
+    ("%session configure --num-executors 0", ("--num-executors", "positive integer")),
+    ("%session configure --driver-cores -3", ("--driver-cores",)),
+    ("%session configure --heartbeat-timeout soon", ("--heartbeat-timeout",)),
+    ("%session configure --conf spark.x", ("--conf", "key=value")),
+    ("%session configure --kind cobol", ("kind", "pyspark")),
+    (f"%session configure --name {'n' * 129}", ("name", "128")),
+    ("%session configure --driver-memory", ("--driver-memory", "expected one argument")),
+    ("%session configure --bogus 1", ("unrecognized arguments", "--bogus")),
+    ("%session frobnicate", ("invalid choice", "frobnicate", "configure")),
+    ("%session configure --name 'unclosed", ("closing quotation",)),
+    ("%session list --sort name", ("unrecognized arguments",)),
+    ("%session kill", ("the following arguments are required", "id")),
+    ("%session logs -n 0", ("-n", "positive integer")),
+    ("%session ui", ("no session yet",)),
+    ("%session logs", ("no session yet",)),
+    ("%sql -n many SELECT 1", ("-n", "-1 for all")),
+    ("%sql -o 1x SELECT 1", ("-o", "variable name")),
+    ("%sql --sample 2 SELECT 1", ("--sample", "fraction")),
+    ("%sql -n 5", ("no query",)),
+    ("%%sql SELECT 1\nSELECT 2", ("unexpected", "SELECT 1")),
+    ("%send_to_spark -i nothing_here", ("no local variable", "nothing_here")),
+    ("%send_to_spark", ("required", "-i")),
+    ("%send_to_spark -i 12", ("-i", "variable name")),
+    ("%%pyspark extra\n1", ("takes no arguments",)),
+    ("%%session info\nbody", ("only as %%session configure",)),
+    ("%%session configure\n{not json", ("not valid JSON",)),
+    ('%%session configure\n{"driverMemory": "2"}', ("driverMemory", "unit")),
+    ('%%session configure\n{"bogus": 1}', ("unknown field 'bogus'", "accepted fields")),
+    ("%%session configure\n[1, 2]", ("JSON object",)),
+]
+
+
 # -- help and bad input before any session -----------------------------------------------------------
 
 
@@ -130,40 +167,7 @@ def test_info_before_any_session_shows_the_next_sessions_settings(ip: Shell) -> 
 
 @pytest.mark.parametrize(
     ("line", "words"),
-    [
-        ("%session configure --driver-memory 2", ("--driver-memory", "unit")),
-        ("%session configure --executor-memory lots", ("--executor-memory",)),
-        ("%session configure --sc-type D", ("--sc-type", "A", "B", "C")),
-        ("%session configure --num-executors 0", ("--num-executors", "positive integer")),
-        ("%session configure --driver-cores -3", ("--driver-cores",)),
-        ("%session configure --heartbeat-timeout soon", ("--heartbeat-timeout",)),
-        ("%session configure --conf spark.x", ("--conf", "key=value")),
-        ("%session configure --kind cobol", ("kind", "pyspark")),
-        (f"%session configure --name {'n' * 129}", ("name", "128")),
-        ("%session configure --driver-memory", ("--driver-memory", "expected one argument")),
-        ("%session configure --bogus 1", ("unrecognized arguments", "--bogus")),
-        ("%session frobnicate", ("invalid choice", "frobnicate", "configure")),
-        ("%session configure --name 'unclosed", ("closing quotation",)),
-        ("%session list --sort name", ("unrecognized arguments",)),
-        ("%session kill", ("the following arguments are required", "id")),
-        ("%session logs -n 0", ("-n", "positive integer")),
-        ("%session ui", ("no session yet",)),
-        ("%session logs", ("no session yet",)),
-        ("%sql -n many SELECT 1", ("-n", "-1 for all")),
-        ("%sql -o 1x SELECT 1", ("-o", "variable name")),
-        ("%sql --sample 2 SELECT 1", ("--sample", "fraction")),
-        ("%sql -n 5", ("no query",)),
-        ("%%sql SELECT 1\nSELECT 2", ("unexpected", "SELECT 1")),
-        ("%send_to_spark -i nothing_here", ("no local variable", "nothing_here")),
-        ("%send_to_spark", ("required", "-i")),
-        ("%send_to_spark -i 12", ("-i", "variable name")),
-        ("%%pyspark extra\n1", ("takes no arguments",)),
-        ("%%session info\nbody", ("only as %%session configure",)),
-        ("%%session configure\n{not json", ("not valid JSON",)),
-        ('%%session configure\n{"driverMemory": "2"}', ("driverMemory", "unit")),
-        ('%%session configure\n{"bogus": 1}', ("unknown field 'bogus'", "accepted fields")),
-        ("%%session configure\n[1, 2]", ("JSON object",)),
-    ],
+    BAD_INPUT,
 )
 def test_bad_input_is_one_clear_line_and_changes_nothing(
     ip: Shell, line: str, words: tuple[str, ...]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tests.integration.conftest import Server, wait_no_new_sessions
+from tests.integration.test_magics import BAD_INPUT
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -131,3 +134,51 @@ def test_demo_runs_the_quickstart_on_the_embedded_default(tmp_path: Path) -> Non
     nb = nbformat.read(output, 4)
     assert any(o.get("output_type") == "error" for cell in nb.cells for o in cell.get("outputs", []))
     assert "Parent appears to have exited" not in done.stderr  # the kernel was shut down, not orphaned
+
+
+def test_bad_input_in_the_kernel(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every bad magic line of test_magics, as notebook cells: one line each, and the kernel goes on."""
+    before = {s["id"] for s in server.live_sessions()}
+    # The kernel has a session from the start, so "no session yet" cannot happen here.
+    cases = [(line, words) for line, words in BAD_INPUT if "no session yet" not in words]
+    cells = [new_code_cell(line, metadata={"tags": ["raises-exception"]}) for line, _ in cases]
+    nb = new_notebook(cells=[*cells, new_code_cell("print('still fine')")])
+    execute(nb, kernel_env, "dli_pyspark", monkeypatch)
+    for (line, words), cell in zip(cases, nb.cells, strict=False):
+        # IPython shows a UsageError as one stderr line, with no traceback; the reply is an error.
+        outputs = outputs_of(cell)
+        shown = "".join(o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr")
+        assert len(shown) == sum(len(o.get("text", "")) for o in outputs), (line, outputs)  # nothing else
+        assert shown.startswith("UsageError: "), (line, shown)
+        assert shown.count("\n") == 1 and all(word in shown for word in words), (line, shown)
+    assert texts(nb.cells[-1]).strip().endswith("still fine")
+    wait_no_new_sessions(server, before)
+
+
+def test_a_configuration_error_is_said_by_the_first_cell(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = dict(kernel_env, env={**kernel_env["env"], "DLI_KERNEL_DIALECT": "yarn"})
+    cells = [new_code_cell("1", metadata={"tags": ["raises-exception"]}), new_code_cell("%%local\n2")]
+    nb = new_notebook(cells=cells)
+    execute(nb, env, "dli_pyspark", monkeypatch)
+    (error,) = [o for o in outputs_of(nb.cells[0]) if o["output_type"] == "error"]
+    assert error["ename"] == "ConfigError"
+    assert "DLI_KERNEL_DIALECT" in error["evalue"] and "livy" in error["evalue"]
+    assert "2" in texts(nb.cells[1])  # the kernel itself is fine
+
+
+def test_a_server_that_is_gone_is_one_sentence(
+    kernel_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = dict(kernel_env, env={**kernel_env["env"], "DLI_KERNEL_URL": url})
+    nb = new_notebook(cells=[new_code_cell("1", metadata={"tags": ["raises-exception"]})])
+    execute(nb, env, "dli_pyspark", monkeypatch)
+    (error,) = [o for o in outputs_of(nb.cells[0]) if o["output_type"] == "error"]
+    assert error["ename"] == "SessionFailed" and url in error["evalue"]
+    assert kernel_env["env"]["DLI_KERNEL_TOKEN"] not in json.dumps(nb)  # no secret in any output
