@@ -54,7 +54,7 @@ from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
 from dli_kernel.processes import pid_alive
-from dli_kernel.spec import _FIELDS, SessionSpec, SpecError, _conf_from_dli, json_type, unknown_names
+from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -418,7 +418,7 @@ def _endpoint(src: _Sources) -> Endpoint | None:
 def _spec_fields() -> dict[str, Any]:
     """spec's field table by wire name, DLI's and Livy's (``cluster_name`` and ``queue`` both work)."""
     by_name: dict[str, Any] = {}
-    for spec_field in _FIELDS:
+    for spec_field in SPEC_FIELDS:
         for wire in (spec_field.dli, spec_field.livy):
             if wire:
                 by_name.setdefault(wire, spec_field)
@@ -461,7 +461,7 @@ def _session_values(session: object, path: Path) -> dict[str, Any]:
         wire_of[spec_field.attr] = wire
         try:
             if spec_field.attr == "conf":
-                value = _conf_from_dli(value, label)
+                value = conf_from_dli(value, label)
             if spec_field.parse:
                 value = spec_field.parse(value, label)
             values[spec_field.attr] = spec_field.check(value, label)
@@ -481,7 +481,7 @@ def _defaults(src: _Sources) -> SessionSpec:
     session = src.file_value("session")
     if session is not None:
         values.update(_session_values(session, src.path))
-    checks = {spec_field.attr: spec_field.check for spec_field in _FIELDS}
+    checks = {spec_field.attr: spec_field.check for spec_field in SPEC_FIELDS}
     for attr, var in SESSION_ENV_VARS.items():
         value = src.env_value(var)
         if value is not None:

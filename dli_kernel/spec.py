@@ -2,7 +2,7 @@
 
 Two wire families describe the same thing: Livy's ``POST /sessions`` and DLI's
 ``POST /v2.0/{project_id}/sessions``.  Both map onto :class:`SessionSpec`.  Every rule lives once, in
-``_FIELDS``: the wire parsers only rename fields and call the constructor, and the constructor
+``SPEC_FIELDS``: the wire parsers only rename fields and call the constructor, and the constructor
 (``__post_init__``) validates, so a spec built in Python, parsed from a request or changed with
 :meth:`SessionSpec.replace` obeys the same rules.  Error messages name the wire field, because that is what
 the user wrote.
@@ -200,7 +200,7 @@ def _check_conf(value: object, field: str) -> dict[str, str]:
     )
 
 
-def _conf_from_dli(value: object, field: str) -> object:
+def conf_from_dli(value: object, field: str) -> object:
     """DLI documents conf as an array of objects; fold the array forms into one object for ``_check_conf``."""
     if isinstance(value, dict):
         return value
@@ -247,7 +247,7 @@ def _copy_list(items: tuple) -> list:
 _MEMORY_FIELD = {"check": _check_megabytes, "parse": parse_memory, "emit": format_memory}
 _TIMEOUT_FIELD = {"check": parse_duration, "emit": format_duration}
 
-_FIELDS: tuple[_Field, ...] = (
+SPEC_FIELDS: tuple[_Field, ...] = (
     _Field("kind", "kind", "kind", normalize_kind),
     _Field("name", "name", "name", _check_name),
     _Field("cluster_name", "queue", "cluster_name", _check_string),
@@ -303,7 +303,8 @@ class SessionSpec:
     executor_memory_mb: int | None = None
     executor_cores: int | None = None
     num_executors: int | None = None
-    conf: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Left out of the repr: conf values can hold credentials (e.g. an object store key).
+    conf: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
     jars: tuple[str, ...] = ()
     py_files: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
@@ -318,7 +319,7 @@ class SessionSpec:
 
     def __post_init__(self) -> None:
         optional = {f.name for f in dataclasses.fields(self) if f.default is None}
-        for spec_field in _FIELDS:
+        for spec_field in SPEC_FIELDS:
             value = getattr(self, spec_field.attr)
             if value is None and spec_field.attr in optional:
                 continue
@@ -343,7 +344,7 @@ class SessionSpec:
         if "cluster_name" not in values:
             raise SpecError(_CLUSTER_REQUIRED)
         if "conf" in values:
-            values["conf"] = _conf_from_dli(values["conf"], "conf")
+            values["conf"] = conf_from_dli(values["conf"], "conf")
         return cls(**values)
 
     def updated(self, body: object) -> SessionSpec:
@@ -356,14 +357,14 @@ class SessionSpec:
             except SpecError:
                 raise dli_error from None
         if "conf" in values:
-            values["conf"] = {**self.conf, **_check_conf(_conf_from_dli(values["conf"], "conf"), "conf")}
+            values["conf"] = {**self.conf, **_check_conf(conf_from_dli(values["conf"], "conf"), "conf")}
         return self.replace(**values)
 
     @staticmethod
     def _from_wire(body: object, family: str) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise SpecError(f"the request body must be a JSON object (got {json_type(body)}).")
-        by_wire = {getattr(f, family): f for f in _FIELDS if getattr(f, family)}
+        by_wire = {getattr(f, family): f for f in SPEC_FIELDS if getattr(f, family)}
         unknown = sorted(str(key) for key in body if key not in by_wire)
         if unknown:
             raise SpecError(f"{unknown_names(unknown, sorted(by_wire))}.")
@@ -394,7 +395,7 @@ class SessionSpec:
 
     def _to_wire(self, family: str) -> dict[str, Any]:
         body = {}
-        for spec_field in _FIELDS:
+        for spec_field in SPEC_FIELDS:
             value = getattr(self, spec_field.attr)
             if not value:  # None, 0 and empty collections are all "unset"; kind is never empty
                 continue

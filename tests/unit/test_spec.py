@@ -923,3 +923,8 @@ def test_dli_round_trip(spec):
 def test_livy_body_round_trip_from_the_wire():
     body = {"kind": "spark", "queue": "q", "driverMemory": "2 GB", "conf": {"a": "b"}, "ttl": "10m"}
     assert SessionSpec.from_livy(body).to_livy() == body
+
+
+def test_repr_leaves_conf_values_out() -> None:
+    spec = SessionSpec(conf={"spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(spec) and spec.conf["spark.hadoop.fs.s3a.secret.key"] == "s3cr3t-value"
