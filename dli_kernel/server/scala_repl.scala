@@ -1,0 +1,279 @@
+// The JVM half of a session's Scala interpreter (see scala_repl.py, which compiles and drives it).
+//
+// It wraps the Scala 2.13 REPL engine (IMain) that ships with Spark, with `spark` and `sc` bound to the
+// SparkSession that pyspark already started in this JVM. User code arrives as a method argument and
+// results leave as JSON, so nothing is ever spliced into source text on the Python side.
+package dlikernel.repl
+
+import java.io.{ByteArrayOutputStream, PrintStream, PrintWriter}
+import java.nio.charset.StandardCharsets.UTF_8
+
+import scala.annotation.nowarn
+import scala.collection.mutable.ArrayBuffer
+import scala.jdk.CollectionConverters._
+import scala.reflect.internal.util.{CodeAction, NoSourceFile, Position}
+import scala.tools.nsc.Settings
+import scala.tools.nsc.interpreter.{IMain, Results}
+import scala.tools.nsc.interpreter.shell.{ReplCompletion, ReplReporterImpl}
+
+import com.fasterxml.jackson.databind.ObjectMapper
+import org.apache.spark.sql.SparkSession
+
+/** A compiler message about the user's code, kept apart so Python can format it with the code line. */
+final case class Problem(severity: String, line: Int, column: Int, lineContent: String, message: String)
+
+/** A REPL reporter that records what a statement produced instead of only printing it.
+  *
+  * The stock reporter assumes a terminal that already shows the input line, so for one-line input it
+  * prints a caret with nothing above it; we keep positions and messages and let Python lay them out.
+  */
+final class RecordingReporter(settings: Settings, writer: PrintWriter)
+    extends ReplReporterImpl(settings, writer) {
+  val problems: ArrayBuffer[Problem] = ArrayBuffer.empty
+  val echo: StringBuilder = new StringBuilder
+  var failure: Option[String] = None
+
+  def clearStatement(): Unit = {
+    problems.clear()
+    echo.clear()
+    failure = None
+  }
+
+  override def doReport(pos: Position, msg: String, severity: Severity, actions: List[CodeAction]): Unit =
+    if (pos != null && pos.isDefined && pos.source != NoSourceFile && pos.source.file.name == "<console>")
+      problems += Problem(severity.toString.toLowerCase, pos.line, pos.column, pos.lineContent, msg)
+    else super.doReport(pos, msg, severity, actions)
+
+  override def printResult(result: Either[String, String]): Unit = result match {
+    case Right(text) => if (printResults && text.nonEmpty) echo ++= unmangleInterpreterOutput(text)
+    case Left(trace) => failure = Some(unwrap(trace)) // whole: the stock reporter does not cut traces
+  }
+}
+
+/** One session's interpreter. Statements run one at a time, each on a fresh thread that cancel can
+  * interrupt and, when the code ignores interrupts, stop.
+  */
+final class Interpreter(outputDir: String, classpath: String, spark: SparkSession) {
+  private val out = new ByteArrayOutputStream
+  private val writer = new PrintWriter(new java.io.OutputStreamWriter(out, UTF_8), true)
+  private val console = new PrintStream(out, true, UTF_8)
+  private val json = new ObjectMapper
+
+  private val settings = {
+    val s = new Settings(message => writer.println(message))
+    // Class-based wrappers and a real output directory: closures then serialize without dragging
+    // the whole REPL state along, and executors fetch the classes through spark.repl.class.uri.
+    s.processArguments(List("-Yrepl-class-based", "-Yrepl-outdir", outputDir), processAll = true)
+    s.usejavacp.value = true
+    if (classpath.nonEmpty) s.classpath.value = classpath
+    // The context class loader sees the session's --jars; the REPL's classes must see them too.
+    s.embeddedDefaults(Thread.currentThread.getContextClassLoader)
+    s
+  }
+  private val reporter = new RecordingReporter(settings, writer)
+  val imain: IMain = new IMain(settings, reporter)
+
+  @volatile private var running: Thread = null
+  @volatile private var cancelled = false
+  @volatile private var stopper: Thread = null
+
+  locally {
+    // Bind like spark-shell does, quietly: these are not the user's statements.
+    imain.beQuietDuring {
+      imain.bind("spark", "org.apache.spark.sql.SparkSession", spark, List("@transient"))
+      imain.bind("sc", "org.apache.spark.SparkContext", spark.sparkContext, List("@transient"))
+      imain.interpret(
+        "import org.apache.spark.SparkContext._\n" +
+          "import spark.implicits._\n" +
+          "import spark.sql\n" +
+          "import org.apache.spark.sql.functions._"
+      )
+    }
+    val failed = reporter.problems.filter(_.severity == "error")
+    if (failed.nonEmpty || reporter.failure.isDefined)
+      throw new IllegalStateException(
+        "the Scala interpreter could not bind spark and sc: " +
+          (failed.map(_.message) ++ reporter.failure).mkString("; ")
+      )
+    reporter.clearStatement()
+    out.reset()
+  }
+
+  /** Run one cell under `jobGroup` and answer JSON: status, one step per statement run, exception.
+    *
+    * Its top-level statements run one by one, as spark-shell and Livy run them: each gets its own
+    * echo, a name may be defined again, and a case class is complete before a Dataset needs it (Spark
+    * finds the REPL instance that encloses such a class only once that instance is built).
+    */
+  def run(code: String, jobGroup: String): String = synchronized {
+    val steps = new java.util.ArrayList[java.util.Map[String, Any]]
+    var status = "ok"
+    var thrown: Option[Throwable] = None
+    cancelled = false
+    val worker = new Thread(
+      () => {
+        Thread.currentThread.setContextClassLoader(imain.classLoader)
+        spark.sparkContext.setJobGroup(jobGroup, "dli-kernel statement", interruptOnCancel = true)
+        try {
+          val pieces = statements(code).iterator
+          while (status == "ok" && pieces.hasNext) {
+            val (firstLine, text) = pieces.next()
+            if (cancelled) status = "cancelled"
+            else {
+              val (stepStatus, stepThrown) = runStatement(text, firstLine, steps)
+              status = stepStatus
+              thrown = stepThrown
+            }
+          }
+        } catch {
+          // A stop that lands outside the user's code (it checks, but races) still ends the cell.
+          case t: Throwable =>
+            thrown = Some(t)
+            status = if (t.isInstanceOf[ThreadDeath]) "cancelled" else "error"
+        } finally spark.sparkContext.clearJobGroup()
+      },
+      "dli-scala-statement"
+    )
+    worker.setDaemon(true)
+    running = worker
+    try {
+      worker.start()
+      worker.join()
+    } finally running = null
+    val answer = new java.util.LinkedHashMap[String, Any]
+    answer.put("status", status)
+    answer.put("steps", steps)
+    thrown.foreach { t =>
+      val exception = new java.util.LinkedHashMap[String, Any]
+      exception.put("class", t.getClass.getName)
+      exception.put("message", Option(t.getMessage).getOrElse(""))
+      exception.put("trace", reporter.failure.getOrElse(stackTrace(t)))
+      answer.put("exception", exception)
+    }
+    json.writeValueAsString(answer)
+  }
+
+  private def runStatement(
+      text: String,
+      firstLine: Int,
+      steps: java.util.List[java.util.Map[String, Any]]
+  ): (String, Option[Throwable]) = {
+    reporter.clearStatement()
+    out.reset()
+    val result = Console.withOut(console)(Console.withErr(console)(imain.interpret(text)))
+    console.flush()
+    writer.flush()
+    val thrown = if (reporter.failure.isDefined) lastException else None
+    val status = thrown match {
+      case Some(_: ThreadDeath) => "cancelled"
+      case Some(_) => "error"
+      case None if result == Results.Success => "ok"
+      case None if result == Results.Incomplete => "incomplete"
+      case None => "error"
+    }
+    val step = new java.util.LinkedHashMap[String, Any]
+    step.put("output", out.toString(UTF_8))
+    step.put("echo", reporter.echo.toString)
+    // Python drops the `val ` of these names' echo lines only, not of look-alike lines in a value.
+    val defined = if (status == "ok" && imain.lastRequest != null) imain.lastRequest.definesTermNames else Nil
+    step.put("defined", defined.asJava)
+    step.put(
+      "problems",
+      reporter.problems.map { p =>
+        Map[String, Any](
+          "severity" -> p.severity,
+          "line" -> (firstLine + p.line),
+          "column" -> p.column,
+          "line_content" -> p.lineContent,
+          "message" -> p.message
+        ).asJava
+      }.asJava
+    )
+    steps.add(step)
+    (status, thrown)
+  }
+
+  /** The cell's top-level statements as (lines before it, its text), a class and its companion object
+    * together; the whole cell as one when it does not parse, so the interpreter reports why.
+    */
+  private def statements(code: String): Seq[(Int, String)] = {
+    val global = imain.global
+    val trees =
+      try reporter.suppressOutput(global.newUnitParser(code, "<cell>").parseStats())
+      catch { case _: Exception => Nil }
+      finally if (reporter.hasErrors) reporter.clearStatement()
+    val parsed = !reporter.hasErrors && trees.forall(_.pos.isRange)
+    reporter.reset()
+    reporter.clearStatement()
+    if (!parsed) return Seq((0, code))
+    if (trees.isEmpty) return Nil // nothing but comments and blank lines
+    def companions(a: global.Tree, b: global.Tree): Boolean = (a, b) match {
+      case (c: global.ClassDef, m: global.ModuleDef) => c.name.decoded == m.name.decoded
+      case (m: global.ModuleDef, c: global.ClassDef) => c.name.decoded == m.name.decoded
+      case _ => false
+    }
+    val ends = ArrayBuffer.empty[Int]
+    trees.zipWithIndex.foreach { case (tree, i) =>
+      if (i > 0 && companions(trees(i - 1), tree)) ends(ends.length - 1) = tree.pos.end
+      else ends += tree.pos.end
+    }
+    if (ends.nonEmpty) ends(ends.length - 1) = code.length // trailing comments go with the last one
+    val starts = 0 +: ends.init
+    starts.zip(ends).map { case (start, end) =>
+      // A `;` left between two statements on one line becomes a space, keeping error columns right.
+      val chunk = code.substring(start, end)
+      val lead = chunk.takeWhile(c => c == ';' || c.isWhitespace).replace(';', ' ')
+      (code.substring(0, start).count(_ == '\n'), lead + chunk.substring(lead.length))
+    }.toSeq
+  }
+
+  // The REPL binds the exception of a failed statement to `lastException`, unwrapped from the
+  // reflection and initializer errors it arrives in.
+  private def lastException: Option[Throwable] =
+    try imain.valueOfTerm("lastException").collect { case t: Throwable => t }
+    catch { case _: Exception => None }
+
+  private def stackTrace(t: Throwable): String = {
+    val text = new java.io.StringWriter
+    t.printStackTrace(new PrintWriter(text))
+    text.toString
+  }
+
+  /** Interrupt the running cell now, run none of its further statements, and stop its thread if it is
+    * still in user code after `graceMs`.
+    */
+  def cancel(graceMs: Long): Unit = {
+    val target = running
+    if (target == null) return
+    cancelled = true
+    target.interrupt()
+    if (stopper == null || !stopper.isAlive) {
+      stopper = new Thread(() => stopLater(target, graceMs), "dli-scala-stopper")
+      stopper.setDaemon(true)
+      stopper.start()
+    }
+  }
+
+  @nowarn("cat=deprecation")
+  private def stopLater(target: Thread, graceMs: Long): Unit = {
+    target.join(graceMs)
+    // Stop only while the thread runs the user's own classes: a stop in the middle of the compiler
+    // could leave the interpreter unusable for the next statement. After a stop the REPL records the
+    // error, which runs its own generated code, so give it time before looking again.
+    while (target.isAlive && running == target) {
+      if (target.getStackTrace.exists(_.getClassName.startsWith("$line"))) {
+        target.stop()
+        target.join(graceMs)
+      } else target.join(100)
+    }
+  }
+
+  /** Completion candidates at `cursor`: JSON with the offset they replace from and their names. */
+  def complete(code: String, cursor: Int): String = synchronized {
+    val result = new ReplCompletion(imain).complete(code, cursor, filter = true)
+    val answer = new java.util.LinkedHashMap[String, Any]
+    answer.put("cursor", result.cursor)
+    answer.put("candidates", result.candidates.map(_.name).distinct.asJava)
+    json.writeValueAsString(answer)
+  }
+}
