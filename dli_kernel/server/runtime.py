@@ -197,16 +197,23 @@ def _request_data() -> dict[str, Any]:
 def run_scala() -> None:
     """Run the Scala code sent with this request; print its text, or raise its error."""
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
-    code = _request_data()["code"]
-    scala_repl.busy.set()
     try:
-        interpreter = scala_repl.interpreter(_spark)
-        if _watch is not None and _watch.interrupts:
-            raise KeyboardInterrupt  # cancelled while the interpreter was starting
-        answer = interpreter.run(code, _watch.group if _watch else "dli-scala")
-    finally:
-        scala_repl.busy.clear()
-    text, failure = scala_repl.outcome(answer)
+        code = _request_data()["code"]
+        scala_repl.busy.set()
+        try:
+            interpreter = scala_repl.interpreter(_spark)
+            if _watch is not None and _watch.interrupts:
+                raise KeyboardInterrupt  # cancelled while the interpreter was starting
+            answer = interpreter.run(code, _watch.group if _watch else "dli-scala")
+        finally:
+            scala_repl.busy.clear()
+        text, failure = scala_repl.outcome(answer)
+    except KeyboardInterrupt:
+        # A cancel that lands while this Python code runs, before or after the Scala: the user asked
+        # for a cancelled statement, not for this function's frames.
+        text, failure = "", scala_repl.CANCELLED
+    except scala_repl.ScalaUnavailable as err:
+        text, failure = "", scala_repl.ScalaFailure("ScalaUnavailable", str(err), [])
     sys.stdout.write(text)
     if failure:
         raise scala_repl.error_class(failure.ename)(failure)

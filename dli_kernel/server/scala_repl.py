@@ -29,7 +29,7 @@ from typing import Any
 SOURCE = Path(__file__).with_name("scala_repl.scala")
 HELPER_CLASS = "dlikernel.repl.Interpreter"
 REPL_CLASSES_DIR = "repl-classes"  # in the driver's working directory, the session's workdir
-STOP_AFTER_MS = 1500  # how long an interrupted statement may take to end before its thread is stopped
+STOP_AFTER_MS = 2000  # how long an interrupted statement may take to end before its thread is stopped
 
 
 class ScalaUnavailable(RuntimeError):
@@ -86,7 +86,15 @@ def interpreter(spark: Any) -> ScalaInterpreter:
                     "this driver was started without spark.repl.class.outputDir; start a new session "
                     "to run Scala."
                 )
-            _interpreter = ScalaInterpreter(spark, output_dir)
+            from py4j.protocol import Py4JJavaError
+
+            try:
+                _interpreter = ScalaInterpreter(spark, output_dir)
+            except Py4JJavaError as err:
+                cause = err.java_exception
+                while cause.getCause() is not None:
+                    cause = cause.getCause()
+                raise ScalaUnavailable(f"the Scala interpreter did not start: {cause.toString()}") from None
             compiled = (
                 f" (its helper compiled in {_interpreter.compile_seconds:.1f} s)"
                 if _interpreter.compile_seconds
@@ -220,12 +228,15 @@ def outcome(answer: dict[str, Any]) -> tuple[str, ScalaFailure | None]:
     if status == "ok":
         return text, None
     if status == "cancelled":
-        return text, ScalaFailure(
-            "StatementCancelled", "the statement was cancelled; its thread was stopped", []
-        )
+        return text, CANCELLED
     exception = answer.get("exception")
     if exception:
-        return text, ScalaFailure(exception["class"], exception["message"], exception["trace"].splitlines())
+        ename, evalue = (
+            (exception["class"], exception["message"])
+            if "class" in exception
+            else exception_name(exception["trace"])
+        )
+        return text, ScalaFailure(ename, evalue, exception["trace"].splitlines())
     if errors:
         return text, ScalaFailure("CompileError", errors[0]["message"], problem_lines(errors))
     if status == "incomplete":
@@ -236,6 +247,29 @@ def outcome(answer: dict[str, Any]) -> tuple[str, ScalaFailure | None]:
     # its own text is all there is.
     lines = text.strip("\n").splitlines() or ["the statement failed"]
     return "", ScalaFailure("CompileError", lines[0].strip(), lines)
+
+
+_FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ (?:elided|more))")
+
+
+def exception_name(trace: str) -> tuple[str, str]:
+    """Class and message from a printed Java stack trace, for when the exception itself is out of reach.
+
+    Its head is ``Throwable.toString()``, ``class: message`` (the message may span lines) or the bare
+    class, until the first frame line.
+    """
+    head: list[str] = []
+    for line in trace.splitlines():
+        if _FRAME.match(line):
+            break
+        head.append(line)
+    ename, _, evalue = "\n".join(head).partition(": ")
+    if re.fullmatch(r"[\w$.]+", ename):
+        return ename, evalue
+    return "Exception", "\n".join(head)
+
+
+CANCELLED = ScalaFailure("StatementCancelled", "the statement was cancelled", [])
 
 
 class ScalaError(Exception):

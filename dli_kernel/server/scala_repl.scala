@@ -53,7 +53,13 @@ final class RecordingReporter(settings: Settings, writer: PrintWriter)
 /** One session's interpreter. Statements run one at a time, each on a fresh thread that cancel can
   * interrupt and, when the code ignores interrupts, stop.
   */
+object Interpreter {
+  val JobCancelGraceMs = 1000L
+}
+
 final class Interpreter(outputDir: String, classpath: String, spark: SparkSession) {
+  import Interpreter.JobCancelGraceMs
+
   private val out = new ByteArrayOutputStream
   private val writer = new PrintWriter(new java.io.OutputStreamWriter(out, UTF_8), true)
   private val console = new PrintStream(out, true, UTF_8)
@@ -108,7 +114,7 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
   def run(code: String, jobGroup: String): String = synchronized {
     val steps = new java.util.ArrayList[java.util.Map[String, Any]]
     var status = "ok"
-    var thrown: Option[Throwable] = None
+    var exception: Option[java.util.Map[String, Any]] = None
     cancelled = false
     val worker = new Thread(
       () => {
@@ -120,16 +126,16 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
             val (firstLine, text) = pieces.next()
             if (cancelled) status = "cancelled"
             else {
-              val (stepStatus, stepThrown) = runStatement(text, firstLine, steps)
+              val (stepStatus, stepException) = runStatement(text, firstLine, steps)
               status = stepStatus
-              thrown = stepThrown
+              exception = stepException
             }
           }
         } catch {
           // A stop that lands outside the user's code (it checks, but races) still ends the cell.
           case t: Throwable =>
-            thrown = Some(t)
             status = if (t.isInstanceOf[ThreadDeath]) "cancelled" else "error"
+            exception = Some(describe(Some(t), stackTrace(t)))
         } finally spark.sparkContext.clearJobGroup()
       },
       "dli-scala-statement"
@@ -143,13 +149,7 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
     val answer = new java.util.LinkedHashMap[String, Any]
     answer.put("status", status)
     answer.put("steps", steps)
-    thrown.foreach { t =>
-      val exception = new java.util.LinkedHashMap[String, Any]
-      exception.put("class", t.getClass.getName)
-      exception.put("message", Option(t.getMessage).getOrElse(""))
-      exception.put("trace", reporter.failure.getOrElse(stackTrace(t)))
-      answer.put("exception", exception)
-    }
+    exception.foreach(answer.put("exception", _))
     json.writeValueAsString(answer)
   }
 
@@ -157,19 +157,24 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
       text: String,
       firstLine: Int,
       steps: java.util.List[java.util.Map[String, Any]]
-  ): (String, Option[Throwable]) = {
+  ): (String, Option[java.util.Map[String, Any]]) = {
     reporter.clearStatement()
     out.reset()
     val result = Console.withOut(console)(Console.withErr(console)(imain.interpret(text)))
     console.flush()
     writer.flush()
-    val thrown = if (reporter.failure.isDefined) lastException else None
-    val status = thrown match {
-      case Some(_: ThreadDeath) => "cancelled"
-      case Some(_) => "error"
-      case None if result == Results.Success => "ok"
-      case None if result == Results.Incomplete => "incomplete"
-      case None => "error"
+    // The REPL may fail to bind `lastException` (it does for a stopped thread); the previous one is
+    // then still there, so it counts only if the trace the REPL printed is about it.
+    val thrown = reporter.failure.flatMap { trace =>
+      lastException.filter(t => trace.startsWith(reporter.unwrap(t.toString)))
+    }
+    val status = (reporter.failure, thrown) match {
+      case (_, Some(_: ThreadDeath)) => "cancelled"
+      case (Some(_), None) if cancelled => "cancelled"
+      case (Some(_), _) => "error"
+      case _ if result == Results.Success => "ok"
+      case _ if result == Results.Incomplete => "incomplete"
+      case _ => "error"
     }
     val step = new java.util.LinkedHashMap[String, Any]
     step.put("output", out.toString(UTF_8))
@@ -190,7 +195,18 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
       }.asJava
     )
     steps.add(step)
-    (status, thrown)
+    (status, reporter.failure.map(describe(thrown, _)))
+  }
+
+  /** An exception for Python: its class and message when known, and the trace the REPL printed. */
+  private def describe(thrown: Option[Throwable], trace: String): java.util.Map[String, Any] = {
+    val exception = new java.util.LinkedHashMap[String, Any]
+    thrown.foreach { t =>
+      exception.put("class", reporter.unwrap(t.getClass.getName)) // a class the user defined, unwrapped
+      exception.put("message", Option(t.getMessage).getOrElse(""))
+    }
+    exception.put("trace", trace)
+    exception
   }
 
   /** The cell's top-level statements as (lines before it, its text), a class and its companion object
@@ -239,14 +255,13 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
     text.toString
   }
 
-  /** Interrupt the running cell now, run none of its further statements, and stop its thread if it is
-    * still in user code after `graceMs`.
+  /** Cancel the running cell: none of its further statements runs, and once its thread runs the user's
+    * code it is interrupted and, if still there after `graceMs`, stopped.
     */
   def cancel(graceMs: Long): Unit = {
     val target = running
     if (target == null) return
     cancelled = true
-    target.interrupt()
     if (stopper == null || !stopper.isAlive) {
       stopper = new Thread(() => stopLater(target, graceMs), "dli-scala-stopper")
       stopper.setDaemon(true)
@@ -256,15 +271,22 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
 
   @nowarn("cat=deprecation")
   private def stopLater(target: Thread, graceMs: Long): Unit = {
-    target.join(graceMs)
-    // Stop only while the thread runs the user's own classes: a stop in the middle of the compiler
-    // could leave the interpreter unusable for the next statement. After a stop the REPL records the
-    // error, which runs its own generated code, so give it time before looking again.
+    // A statement waiting on Spark jobs ends by itself once its job group is cancelled, with Spark's
+    // own message; give it that chance before touching the thread.
+    target.join(JobCancelGraceMs)
+    var interrupted = false
     while (target.isAlive && running == target) {
-      if (target.getStackTrace.exists(_.getClassName.startsWith("$line"))) {
+      // Touch the thread only while it runs the user's own classes: an interrupt or a stop inside the
+      // compiler could leave the interpreter unusable for the next statement.
+      if (!target.getStackTrace.exists(_.getClassName.startsWith("$line"))) target.join(100)
+      else if (!interrupted) {
+        target.interrupt()
+        interrupted = true
+        target.join(graceMs)
+      } else {
         target.stop()
         target.join(graceMs)
-      } else target.join(100)
+      }
     }
   }
 

@@ -91,6 +91,10 @@ def test_runtime_exception_has_class_and_message(server: Server, scala: int) -> 
     assert any("fail" in line for line in output["traceback"][1:])
     zero = server.run(scala, "1 / 0")
     assert (zero["ename"], zero["evalue"]) == ("java.lang.ArithmeticException", "/ by zero")
+    own = server.run(
+        scala, 'class QuotaExceeded(m: String) extends Exception(m)\nthrow new QuotaExceeded("too many")'
+    )
+    assert (own["ename"], own["evalue"]) == ("QuotaExceeded", "too many")  # named as the user wrote it
 
 
 def test_spark_and_sc_are_bound(server: Server, scala: int) -> None:
