@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from py4j.protocol import Py4JJavaError
 
 SOURCE = Path(__file__).with_name("scala_repl.scala")
 HELPER_CLASS = "dlikernel.repl.Interpreter"
@@ -86,8 +89,6 @@ def interpreter(spark: Any) -> ScalaInterpreter:
                     "this driver was started without spark.repl.class.outputDir; start a new session "
                     "to run Scala."
                 )
-            from py4j.protocol import Py4JJavaError
-
             try:
                 _interpreter = ScalaInterpreter(spark, output_dir)
             except Py4JJavaError as err:
@@ -117,14 +118,20 @@ def _log(message: str) -> None:
 
 
 def _user_jars(spark: Any) -> str:
-    """The session's local ``spark.jars``, for the compiler: the REPL must see the classes it can load."""
-    jars = spark.sparkContext.getConf().get("spark.jars", "") or ""
+    """The session's jars, for the compiler: the REPL must compile against what it can load."""
+    return os.pathsep.join(local_jar_paths(spark.sparkContext.getConf().get("spark.jars", "") or ""))
+
+
+def local_jar_paths(spark_jars: str) -> list[str]:
+    """The local files among ``spark.jars`` (plain paths and ``file:`` URLs); remote ones are skipped,
+    as the compiler reads only local files (Spark still ships them to the executors)."""
     paths = []
-    for jar in filter(None, (j.strip() for j in jars.split(","))):
-        path = jar.removeprefix("file://") if jar.startswith("file://") else jar
-        if "://" not in path and os.path.isfile(path):
+    for jar in filter(None, (entry.strip() for entry in spark_jars.split(","))):
+        url = urlparse(jar)
+        path = unquote(url.path) if url.scheme == "file" else jar if not url.scheme else None
+        if path and os.path.isfile(path):
             paths.append(path)
-    return os.pathsep.join(paths)
+    return paths
 
 
 def cache_root() -> Path:

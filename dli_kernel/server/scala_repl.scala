@@ -50,13 +50,13 @@ final class RecordingReporter(settings: Settings, writer: PrintWriter)
   }
 }
 
-/** One session's interpreter. Statements run one at a time, each on a fresh thread that cancel can
-  * interrupt and, when the code ignores interrupts, stop.
-  */
 object Interpreter {
   val JobCancelGraceMs = 1000L
 }
 
+/** One session's interpreter. Cells run one at a time, each on a fresh thread that cancel can
+  * interrupt and, when the code ignores interrupts, stop.
+  */
 final class Interpreter(outputDir: String, classpath: String, spark: SparkSession) {
   import Interpreter.JobCancelGraceMs
 
@@ -71,9 +71,9 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
     // the whole REPL state along, and executors fetch the classes through spark.repl.class.uri.
     s.processArguments(List("-Yrepl-class-based", "-Yrepl-outdir", outputDir), processAll = true)
     s.usejavacp.value = true
-    if (classpath.nonEmpty) s.classpath.value = classpath
     // The context class loader sees the session's --jars; the REPL's classes must see them too.
     s.embeddedDefaults(Thread.currentThread.getContextClassLoader)
+    if (classpath.nonEmpty) s.classpath.value = classpath
     s
   }
   private val reporter = new RecordingReporter(settings, writer)
@@ -214,14 +214,14 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
     */
   private def statements(code: String): Seq[(Int, String)] = {
     val global = imain.global
-    val trees =
-      try reporter.suppressOutput(global.newUnitParser(code, "<cell>").parseStats())
-      catch { case _: Exception => Nil }
-      finally if (reporter.hasErrors) reporter.clearStatement()
-    val parsed = !reporter.hasErrors && trees.forall(_.pos.isRange)
-    reporter.reset()
+    val parsed =
+      try Some(reporter.suppressOutput(global.newUnitParser(code, "<cell>").parseStats()))
+      catch { case _: Exception => None }
+    val usable = !reporter.hasErrors && parsed.exists(_.forall(_.pos.isRange))
+    reporter.reset() // the interpreter reads the error count of its own compile runs
     reporter.clearStatement()
-    if (!parsed) return Seq((0, code))
+    if (!usable) return Seq((0, code))
+    val trees = parsed.get
     if (trees.isEmpty) return Nil // nothing but comments and blank lines
     def companions(a: global.Tree, b: global.Tree): Boolean = (a, b) match {
       case (c: global.ClassDef, m: global.ModuleDef) => c.name.decoded == m.name.decoded

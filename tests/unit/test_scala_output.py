@@ -6,6 +6,7 @@ interpreter writes them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from dli_kernel.server.scala_repl import (
     error_class,
     exception_name,
     livy_echo,
+    local_jar_paths,
     outcome,
     problem_lines,
 )
@@ -176,3 +178,14 @@ def test_error_class_is_named_after_the_scala_exception() -> None:
     assert cls(ScalaFailure("StatementCancelled", "cancelled", []))._render_traceback_() == [
         "StatementCancelled: cancelled"
     ]
+
+
+def test_local_jar_paths_keep_existing_local_files(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jar", tmp_path / "b c.jar"
+    first.write_bytes(b"PK")
+    second.write_bytes(b"PK")
+    jars = (
+        f"{first}, file://{str(second).replace(' ', '%20')}, hdfs://nn/lib/c.jar,{tmp_path / 'missing.jar'},,"
+    )
+    assert local_jar_paths(jars) == [str(first), str(second)]
+    assert local_jar_paths("") == []
