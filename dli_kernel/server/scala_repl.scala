@@ -5,7 +5,7 @@
 // results leave as JSON, so nothing is ever spliced into source text on the Python side.
 package dlikernel.repl
 
-import java.io.{ByteArrayOutputStream, PrintStream, PrintWriter}
+import java.io.{ByteArrayOutputStream, OutputStream, PrintStream, PrintWriter}
 import java.nio.charset.StandardCharsets.UTF_8
 
 import scala.annotation.nowarn
@@ -52,13 +52,34 @@ final class RecordingReporter(settings: Settings, writer: PrintWriter)
 
 object Interpreter {
   val JobCancelGraceMs = 1000L
+
+  /** The statement output of the thread running a cell, for `System.out` and `System.err`. */
+  private val routed = new ThreadLocal[PrintStream]
+
+  /** Java's own streams, so that `System.out.println` in a cell lands in its output like `println`
+    * does, while every other thread (Spark's, the logger's) keeps writing to the session log.
+    */
+  private lazy val routeSystemStreams: Unit = {
+    def router(original: PrintStream) = new PrintStream(
+      new OutputStream {
+        private def target = Option(routed.get).getOrElse(original)
+        override def write(b: Int): Unit = target.write(b)
+        override def write(b: Array[Byte], off: Int, len: Int): Unit = target.write(b, off, len)
+        override def flush(): Unit = target.flush()
+      },
+      true,
+      UTF_8
+    )
+    System.setOut(router(System.out))
+    System.setErr(router(System.err))
+  }
 }
 
 /** One session's interpreter. Cells run one at a time, each on a fresh thread that cancel can
   * interrupt and, when the code ignores interrupts, stop.
   */
 final class Interpreter(outputDir: String, classpath: String, spark: SparkSession) {
-  import Interpreter.JobCancelGraceMs
+  import Interpreter.{JobCancelGraceMs, routeSystemStreams, routed}
 
   private val out = new ByteArrayOutputStream
   private val writer = new PrintWriter(new java.io.OutputStreamWriter(out, UTF_8), true)
@@ -103,6 +124,7 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
       )
     reporter.clearStatement()
     out.reset()
+    routeSystemStreams
   }
 
   /** Run one cell under `jobGroup` and answer JSON: status, one step per statement run, exception.
@@ -120,6 +142,7 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
       () => {
         Thread.currentThread.setContextClassLoader(imain.classLoader)
         spark.sparkContext.setJobGroup(jobGroup, "dli-kernel statement", interruptOnCancel = true)
+        routed.set(console)
         try {
           val pieces = statements(code).iterator
           while (status == "ok" && pieces.hasNext) {
@@ -136,7 +159,10 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
           case t: Throwable =>
             status = if (t.isInstanceOf[ThreadDeath]) "cancelled" else "error"
             exception = Some(describe(Some(t), stackTrace(t)))
-        } finally spark.sparkContext.clearJobGroup()
+        } finally {
+          routed.remove()
+          spark.sparkContext.clearJobGroup()
+        }
       },
       "dli-scala-statement"
     )

@@ -64,6 +64,22 @@ def test_println_is_captured_in_order(server: Server, scala: int) -> None:
     assert "| id|" in shown and "|  2|" in shown
 
 
+def test_java_streams_of_the_statement_are_captured_and_the_jvms_log_is_not(
+    server: Server, scala: int
+) -> None:
+    code = (
+        'System.out.println("java out")\n'
+        'System.err.println("java err")\n'
+        # Another thread's writes are the JVM's own, like Spark's logging: they go to the session log.
+        'val other = new Thread(() => System.err.println("from another thread")); other.start(); other.join()'
+    )
+    assert text(server.run(scala, code)).startswith("java out\njava err\nother: Thread = Thread[")
+    deadline = time.monotonic() + 10
+    while "from another thread" not in log_text(server, scala):
+        assert time.monotonic() < deadline, "a JVM thread's stderr did not reach the session log"
+        time.sleep(0.2)
+
+
 def test_compile_error_has_message_and_line(server: Server, scala: int) -> None:
     output = server.run(scala, "val ok = 1\nval sum = ok +\n  missingName")
     assert output["status"] == "error"
