@@ -105,12 +105,13 @@ final class Interpreter(outputDir: String, classpath: String, spark: SparkSessio
   @volatile private var stopper: Thread = null
 
   locally {
-    // Bind like spark-shell does, quietly: these are not the user's statements.
+    // Bind what spark-shell binds, quietly (these are not the user's statements), in as few compiler
+    // runs as the interpreter allows: each costs a noticeable part of the start.
     imain.beQuietDuring {
       imain.bind("spark", "org.apache.spark.sql.SparkSession", spark, List("@transient"))
-      imain.bind("sc", "org.apache.spark.SparkContext", spark.sparkContext, List("@transient"))
       imain.interpret(
-        "import org.apache.spark.SparkContext._\n" +
+        "@transient val sc = spark.sparkContext\n" +
+          "import org.apache.spark.SparkContext._\n" +
           "import spark.implicits._\n" +
           "import spark.sql\n" +
           "import org.apache.spark.sql.functions._"
