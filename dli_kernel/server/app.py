@@ -199,8 +199,6 @@ async def list_sessions(request: Request, family: Family) -> JSONResponse:
 
 async def create_session(request: Request, family: Family) -> JSONResponse:
     spec = family.parse_spec(await _body(request))
-    if spec.kind == "spark":
-        raise Invalid("kind 'spark' (Scala) is not supported by the embedded server yet; use pyspark or sql.")
     session = await run_in_threadpool(_manager(request).create, spec, request.path_params.get("project_id"))
     body = _render(request, family, session)
     location = f"{family.prefix.format(**request.path_params)}/sessions/{body['id']}"
@@ -252,7 +250,7 @@ async def submit_statement(request: Request, family: Family) -> JSONResponse:
     if not isinstance(code, str):
         raise Invalid("'code' is required and must be a string.")
     if kind is not None and not isinstance(kind, str):
-        raise Invalid(f"'kind' must be a string such as 'pyspark' or 'sql' (got {kind!r}).")
+        raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {kind!r}).")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < -1:
         raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {max_rows!r}).")
     statement = _manager(request).submit(session, code, kind, max_rows)

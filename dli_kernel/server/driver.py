@@ -31,6 +31,9 @@ from dli_kernel.processes import pid_alive
 CONNECTION_FILE = "kernel.json"
 PID_FILE = "driver.pid"
 REPLY_GRACE = 2.0  # seconds to wait for an execute reply once the kernel said idle
+# The driver-side entry points for Scala; the user's code travels beside them as message metadata.
+SCALA_STATEMENT = "_dli.run_scala()"
+SCALA_COMPLETION = "_dli.complete_scala()"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -120,6 +123,10 @@ class Driver:
                     # the console banner meant for humans out of the session log.
                     "--IPKernelApp.parent_handle=1",
                     "--IPKernelApp.log_level=ERROR",
+                    # The JVM shares the kernel's stdout/stderr: its log lines (and ours, written to
+                    # sys.__stderr__) belong in the session log, not in the text of whatever statement
+                    # is running when they are written.
+                    "--IPKernelApp.capture_fd_output=False",
                 ],
                 cwd=workdir,
                 env=env,
@@ -220,16 +227,19 @@ class Driver:
         code: str,
         on_text: Callable[[str], None] | None = None,
         on_started: Callable[[str], None] | None = None,
+        data: dict[str, Any] | None = None,
+        keep_final_newline: bool = False,
     ) -> ExecutionResult:
         """Run one statement to completion.
 
         ``on_started`` gets the request's id when the kernel starts executing it (the statement's Spark
         job group derives from it, and only from then on does an interrupt reach the statement);
-        ``on_text`` sees the text output (stdout, stderr, reprs) as it comes.
+        ``on_text`` sees the text output (stdout, stderr, reprs) as it comes; ``data`` goes with the
+        request for the code in the driver to read (see ``runtime._request_data``).
         """
         collector = _OutputCollector(on_text)
         with self._lock:
-            msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)
+            msg_id = _send_execute(self._client, code, data, stop_on_error=False)
             while True:
                 try:
                     msg = self._client.get_iopub_msg(timeout=0.5)
@@ -270,9 +280,22 @@ class Driver:
                 traceback=_lines(error.get("traceback", [])),
             )
         data = dict(collector.data)
-        # Livy's Python REPL drops the final newline ("2", not "2\n"); its clients compare text exactly.
-        data["text/plain"] = "".join(collector.text).rstrip("\n")
+        text = "".join(collector.text)
+        # Livy's Python REPL drops the final newline ("2", not "2\n"), its Scala REPL keeps it
+        # ("res0: Int = 2\n"); its clients compare text exactly.
+        data["text/plain"] = text if keep_final_newline else text.rstrip("\n")
         return ExecutionResult(status="ok", execution_count=collector.execution_count, data=data)
+
+    def execute_scala(
+        self,
+        code: str,
+        on_text: Callable[[str], None] | None = None,
+        on_started: Callable[[str], None] | None = None,
+    ) -> ExecutionResult:
+        """Run one Scala statement in the driver's Scala interpreter (started on first use)."""
+        return self.execute(
+            SCALA_STATEMENT, on_text, on_started, data={"code": code}, keep_final_newline=True
+        )
 
     def interrupt(self) -> None:
         """SIGINT the kernel only: the JVM ignores it, our handler in the kernel cancels the jobs."""
@@ -296,6 +319,37 @@ class Driver:
         finally:
             client.stop_channels()
 
+    def complete_scala(self, code: str, cursor: int, timeout: float) -> list[str]:
+        """Scala completion candidates, or [] when the kernel does not answer within ``timeout``.
+
+        The first Scala request starts the interpreter, so the caller gives it time when the session
+        is idle; a busy kernel answers only after its statement, too late to be of use.
+        """
+        client = self._connect()  # its own sockets: the statement thread may be using ours
+        try:
+            msg_id = _send_execute(
+                client,
+                "",
+                {"code": code, "cursor": cursor},
+                silent=True,
+                user_expressions={"value": SCALA_COMPLETION},
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if reply["parent_header"].get("msg_id") != msg_id:
+                    continue
+                value = reply["content"].get("user_expressions", {}).get("value", {})
+                if value.get("status") != "ok":
+                    return []  # completion is a hint: a failure here is not the user's problem
+                return ast.literal_eval(value["data"]["text/plain"])
+            return []
+        finally:
+            client.stop_channels()
+
     def _shell_reply(self, msg_id: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -309,6 +363,29 @@ class Driver:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply
+
+
+def _send_execute(
+    client: BlockingKernelClient,
+    code: str,
+    data: dict[str, Any] | None,
+    silent: bool = False,
+    user_expressions: dict[str, str] | None = None,
+    stop_on_error: bool = True,
+) -> str:
+    """``client.execute`` with ``data`` in the request's metadata, where the code in the driver reads it:
+    jupyter_client's own method cannot add metadata, and data sent this way is never Python source."""
+    content = {
+        "code": code,
+        "silent": silent,
+        "store_history": not silent,
+        "user_expressions": user_expressions or {},
+        "allow_stdin": False,
+        "stop_on_error": stop_on_error,
+    }
+    msg = client.session.msg("execute_request", content, metadata={"dli": data} if data else {})
+    client.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
 
 
 def _whole_tokens(code: str, reply: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ stopping processes) happens outside it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import json
 import logging
@@ -36,10 +37,11 @@ log = logging.getLogger("dli_kernel.server")
 LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shutting_down")
 ENDED_STATES = ("error", "dead", "killed", "success")
 SESSION_STATES = LIVE_STATES + ENDED_STATES
-STATEMENT_KINDS = ("pyspark", "sql")
+STATEMENT_KINDS = ("pyspark", "spark", "sql")
 DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
 REPEAT_INTERRUPT_AFTER = 3.0
+SCALA_COMPLETION_TIMEOUT = 60.0  # an idle session's first Scala completion starts its interpreter
 
 
 class ManagerError(Exception):
@@ -329,7 +331,12 @@ class SessionManager:
     def completion(self, session: Session, code: str, kind: str | None, cursor: int) -> list[str]:
         kind = normalize_kind(kind) if kind else session.spec.kind
         driver = session.driver
-        if kind != "pyspark" or driver is None or session.state not in ("idle", "busy"):
+        if driver is None or session.state not in ("idle", "busy"):
+            return []
+        if kind == "spark":
+            timeout = SCALA_COMPLETION_TIMEOUT if session.state == "idle" else 2.0
+            return driver.complete_scala(code, cursor, timeout)
+        if kind != "pyspark":
             return []
         return driver.complete(code, cursor)
 
@@ -363,11 +370,12 @@ class SessionManager:
                 statement.started = now_ms()
                 self._save_statement(session, statement)
                 self._set_state(session, "busy")
+            started = functools.partial(self._started, session, statement)
             try:
-                result = session.driver.execute(
-                    self._code_for(statement),
-                    on_started=lambda msg_id, st=statement: self._started(session, st, msg_id),
-                )
+                if statement.kind == "spark":
+                    result = session.driver.execute_scala(statement.code, on_started=started)
+                else:
+                    result = session.driver.execute(self._code_for(statement), on_started=started)
             except DriverError as err:
                 with self._changed:
                     if not session.stopping:

@@ -12,6 +12,7 @@ import decimal
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 
 from IPython import get_ipython
 from IPython.display import display
+
+from dli_kernel.server import scala_repl
 
 SQL_RESULT_MIME = "application/json"
 DEFAULT_MAX_ROWS = 1000
@@ -44,8 +47,15 @@ def bootstrap(settings_json: str) -> str:
     from pyspark.sql import SparkSession
 
     settings = json.loads(settings_json)
+    conf = dict(settings["conf"])
+    # Classes the Scala interpreter compiles go here, and executors fetch them through the URI Spark
+    # derives from it when the context starts; set for every session, as it cannot be added later.
+    repl_classes = Path(
+        conf.setdefault("spark.repl.class.outputDir", str(Path.cwd() / scala_repl.REPL_CLASSES_DIR))
+    )
+    repl_classes.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(settings["master"]).appName(settings["app_name"])
-    for key, value in settings["conf"].items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     _spark = builder.getOrCreate()
 
@@ -119,7 +129,9 @@ class _StatementWatch:
         canceller = threading.Thread(target=self._cancel_jobs, name="dli-cancel", daemon=True)
         canceller.start()
         canceller.join(timeout=10)
-        if self.interrupts == 1 and _inside_py4j(frame):
+        # Scala code runs on a JVM thread that the cancel interrupts and, if need be, stops; the kernel
+        # waits for it in py4j, where a KeyboardInterrupt would only break the connection.
+        if _inside_py4j(frame) and (self.interrupts == 1 or scala_repl.busy.is_set()):
             return
         raise KeyboardInterrupt
 
@@ -127,6 +139,8 @@ class _StatementWatch:
         # "AndFutureJobs": the interrupt may land while the query is still being planned, before its
         # first job exists; the group is this statement's alone, so nothing else is caught by it.
         self.sc._jsc.sc().cancelJobGroupAndFutureJobs(self.group, "statement cancelled")
+        if scala_repl.busy.is_set():
+            scala_repl.cancel_running()
 
     def _write_progress(self) -> None:
         tracker = None  # made on first use: a fast statement should cost no JVM call here
@@ -167,6 +181,55 @@ def _after_statement(result: Any) -> None:
     if _watch is not None:
         _watch.stop()
         _watch = None
+
+
+# -- Scala statements ---------------------------------------------------------------------------------
+
+
+def _request_data() -> dict[str, Any]:
+    """What the manager sent with this request besides its code (the Scala code, a cursor).
+
+    It travels in the Jupyter message's metadata, so user code is never pasted into Python source.
+    """
+    return get_ipython().get_parent()["metadata"]["dli"]
+
+
+def run_scala() -> None:
+    """Run the Scala code sent with this request; print its text, or raise its error."""
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    try:
+        code = _request_data()["code"]
+        scala_repl.busy.set()
+        try:
+            interpreter = scala_repl.interpreter(_spark)
+            if _watch is not None and _watch.interrupts:
+                raise KeyboardInterrupt  # cancelled while the interpreter was starting
+            answer = interpreter.run(code, _watch.group if _watch else "dli-scala")
+        finally:
+            scala_repl.busy.clear()
+        text, failure = scala_repl.outcome(answer)
+    except KeyboardInterrupt:
+        # A cancel that lands while this Python code runs, before or after the Scala: the user asked
+        # for a cancelled statement, not for this function's frames.
+        text, failure = "", scala_repl.CANCELLED
+    except scala_repl.ScalaUnavailable as err:
+        text, failure = "", scala_repl.ScalaFailure("ScalaUnavailable", str(err), [])
+    sys.stdout.write(text)
+    if failure:
+        raise scala_repl.error_class(failure.ename)(failure)
+
+
+def complete_scala() -> list[str]:
+    """Completion candidates for the Scala code and cursor sent with this request, as whole tokens."""
+    request = _request_data()
+    code, cursor = request["code"], request["cursor"]
+    scala_repl.busy.set()
+    try:
+        answer = scala_repl.interpreter(_spark).complete(code, cursor)
+    finally:
+        scala_repl.busy.clear()
+    prefix = re.search(r"(?:\w+\.)*$", code[: answer["cursor"]]).group()
+    return [prefix + name for name in answer["candidates"]]
 
 
 # -- Livy's own REPL magics, which Livy clients (sparkmagic's examples, Hue, Zeppelin) send ------------

@@ -191,7 +191,6 @@ def test_server_file_is_private(server: Server) -> None:
     ("prefix", "body", "needle"),
     [
         ("", {"kind": "sparkr"}, "kind must be one of"),
-        ("", {"kind": "spark"}, "Scala"),
         ("", {"kind": "pyspark", "driverMemory": "2048"}, "driverMemory"),
         ("", {"kind": "pyspark", "executorMemory": "lots"}, "executorMemory"),
         ("", {"kind": "pyspark", "numExecutors": 0}, "numExecutors"),
@@ -241,7 +240,6 @@ def test_bad_json_body(server: Server) -> None:
         ({}, "'code' is required"),
         ({"code": 5}, "'code' is required"),
         ({"code": "1", "kind": "sparkr"}, "kind must be one of"),
-        ({"code": "1", "kind": "spark"}, "not supported"),
         ({"code": "1", "maxRows": "ten"}, "maxRows"),
         ({"code": "1", "extra": True}, "extra"),
     ],
