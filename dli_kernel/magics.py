@@ -531,7 +531,7 @@ class SparkMagics(Magics):
     def show(self, output: dict[str, Any]) -> None:
         rendered = render(output)
         if rendered.text:
-            sys.stdout.write(rendered.text + "\n")
+            sys.stdout.write(rendered.text if rendered.text.endswith("\n") else rendered.text + "\n")
             sys.stdout.flush()
         for bundle in rendered.displays:
             publish_display_data(bundle)

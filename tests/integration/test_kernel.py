@@ -214,3 +214,25 @@ def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server
     finally:
         kernel.shutdown()
     wait_no_new_sessions(server, before)
+
+
+def test_spark_kernel_runs_scala_cancels_and_completes(kernel_env: dict[str, Any], server: Server) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    kernel = Kernel(kernel_env, "dli_spark")
+    try:
+        info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
+        assert info["language_info"]["name"] == "scala"
+        reply, outputs = kernel.execute("val answer = 40 + 2")
+        assert reply["status"] == "ok" and text(outputs).endswith("answer: Int = 42\n")
+        reply = kernel.client.complete("spark.rang", 10, reply=True, timeout=60)["content"]
+        assert "spark.range" in reply["matches"]
+        msg_id = kernel.client.execute("while (true) {}")
+        time.sleep(3)
+        kernel.manager.interrupt_kernel()
+        reply = kernel.client.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["ename"] == "KeyboardInterrupt"
+        reply, outputs = kernel.execute("answer + 1")
+        assert text(outputs).endswith("Int = 43\n")
+    finally:
+        kernel.shutdown()
+    wait_no_new_sessions(server, before)

@@ -429,3 +429,13 @@ def test_restart_then_stop(ip: Shell, server: Server) -> None:
     assert session_of(server, current)["state"] in ("killed", "shutting_down")
     assert "no session" in ip.ok("%session stop").stdout.lower()
     assert not [s for s in server.live_sessions() if (s["name"] or "").startswith(("magics-", "notebook-"))]
+
+
+def test_scala_cells_share_the_session(ip: Shell) -> None:
+    ip.ok("%session start")
+    assert ip.ok("%%spark\nval fromScala = 41 + 1").stdout.endswith("fromScala: Int = 42\n")
+    ip.ok('%%scala\nspark.range(3).createOrReplaceTempView("from_scala")')
+    assert "3 rows" in ip.ok("%sql SELECT * FROM from_scala").plain
+    cell = ip('%%spark\nval broken: Int = "no"')
+    assert type(cell.error).__name__ == "CompileError"
+    ip.ok("%session stop")

@@ -182,3 +182,18 @@ def test_a_server_that_is_gone_is_one_sentence(
     (error,) = [o for o in outputs_of(nb.cells[0]) if o["output_type"] == "error"]
     assert error["ename"] == "SessionFailed" and url in error["evalue"]
     assert kernel_env["env"]["DLI_KERNEL_TOKEN"] not in json.dumps(nb)  # no secret in any output
+
+
+def test_scala_notebook(kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {s["id"] for s in server.live_sessions()}
+    nb = execute(nbformat.read(NOTEBOOKS / "scala.ipynb", 4), kernel_env, "dli_spark", monkeypatch)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert "trips: org.apache.spark.sql.DataFrame" in texts(code[0]) and "Long = 1000\n" in texts(code[0])
+    longest = texts(code[1]).split("longest: Long = ")[1].split()[0]
+    assert "class Trip\n" in texts(code[1])
+    assert "Spark 4." in texts(code[2]) and ": 10100" in texts(code[2])
+    assert "7 rows" in texts(code[3])
+    assert texts(code[4]).strip() == longest  # the Python cell sees the Scala temp view
+    (error,) = [o for o in outputs_of(code[5]) if o["output_type"] == "error"]
+    assert error["ename"] == "CompileError" and "type mismatch" in error["evalue"]
+    wait_no_new_sessions(server, before)
