@@ -30,7 +30,7 @@ from typing import Any
 
 from dli_kernel.server import arrow_results
 from dli_kernel.server.driver import Driver, DriverError, ExecutionResult
-from dli_kernel.server.pool import REFILL_DELAY, DriverPool, PooledDriver
+from dli_kernel.server.pool import REFILL_DELAY, DriverPool, PooledDriver, stop_leftovers
 from dli_kernel.server.runtime import PROGRESS_FILE, job_group
 from dli_kernel.spec import SessionSpec, normalize_kind, spark_memory
 
@@ -193,7 +193,13 @@ class SessionManager:
                 self._spawn(session, recover=True)
         self._reaper.start()
         if self.pool:
-            self.pool.start()
+            self.pool.start()  # it stops what a crashed server left in the pool first
+        elif (self.settings.state_dir / "pool").is_dir():
+            cleaner = threading.Thread(
+                target=stop_leftovers, args=(self.settings.state_dir / "pool",), name="dli-pool-leftovers"
+            )
+            self._threads.append(cleaner)
+            cleaner.start()
 
     def close(self) -> None:
         """Stop the reaper and the sessions (or leave their drivers for the next server)."""
@@ -227,6 +233,16 @@ class SessionManager:
     # -- sessions ----------------------------------------------------------------------------
 
     def create(self, spec: SessionSpec, project_id: str | None = None) -> Session:
+        # Outside the lock: it may wait a moment for a pooled driver that was just launched.
+        reserved = self._reserve_pooled(spec)
+        try:
+            return self._create(spec, project_id, reserved)
+        except BaseException:
+            if reserved is not None and not reserved.claimed_by:
+                self.pool.release(reserved)
+            raise
+
+    def _create(self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None) -> Session:
         with self._lock:
             if self._closing.is_set():
                 raise Conflict("the server is shutting down; no new sessions are started.")
@@ -241,7 +257,9 @@ class SessionManager:
                 project_id=project_id,
                 workdir=self.settings.state_dir / "sessions" / str(session_id),
             )
-            pooled = self._claim_pooled(session)
+            pooled = reserved if reserved is not None and self.pool.move(reserved, session.workdir) else None
+            if pooled is not None:
+                pooled.claimed_by = session_id
             session.workdir.mkdir(parents=True, exist_ok=True)  # there already when a pooled driver moved in
             self._sessions[session_id] = session
             self._set_state(session, "not_started", f"session {session_id} accepted ({spec.kind})")
@@ -486,13 +504,11 @@ class SessionManager:
             statement.cancel_sent = time.monotonic()
         session.driver.interrupt()
 
-    def _claim_pooled(self, session: Session) -> PooledDriver | None:
-        """A pooled driver for this session if its spec is one the pool's drivers were started with."""
-        if self.pool is None or session.spec.kind not in POOLED_KINDS:
+    def _reserve_pooled(self, spec: SessionSpec) -> PooledDriver | None:
+        """A pooled driver for a session with this spec, if it is one the pool's drivers were started with."""
+        if self.pool is None or spec.kind not in POOLED_KINDS:
             return None
-        if not self.pool.matches(self._spark_settings(session)):
-            return None
-        return self.pool.claim(session.workdir)
+        return self.pool.reserve(self._settings_for(spec, ""))
 
     def _adopted(self, session: Session, pooled: PooledDriver) -> None:
         with self._lock:
@@ -526,8 +542,7 @@ class SessionManager:
         self._start_driver(session)
 
     def _boot(self, driver: Driver, settings: dict[str, Any]) -> dict[str, Any]:
-        """Wait for a launched driver to answer, then start Spark in it; its app info."""
-        driver.wait_ready(timeout=60)
+        """Start Spark in a driver that answers; its app info."""
         return json.loads(
             driver.call(
                 f"_dli.bootstrap({json.dumps(settings)!r})",
@@ -542,6 +557,7 @@ class SessionManager:
                 return
             self._set_state(session, "starting", "starting the driver")
             session.driver = Driver.launch(session.workdir, session.log_path, self._driver_env())
+        session.driver.wait_ready(timeout=60)
         info = self._boot(session.driver, self._spark_settings(session))
         with self._lock:
             if session.stopping:

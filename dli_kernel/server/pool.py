@@ -42,9 +42,12 @@ class PooledDriver:
     workdir: Path
     driver: Driver
     done: threading.Event = field(default_factory=threading.Event)
+    # The kernel answered, so it has read its connection file: from now on its directory may move.
+    kernel_up: bool = False
     info: dict[str, Any] | None = None  # appId and sparkUiUrl, once started
     error: str | None = None
-    claimed: bool = False
+    claimed: bool = False  # reserved by a session being created
+    claimed_by: int | None = None  # the session that took it, once its directory moved there
 
     @property
     def ready(self) -> bool:
@@ -54,8 +57,8 @@ class PooledDriver:
 class DriverPool:
     """Keeps ``size`` drivers started with ``settings`` (the manager's Spark settings for a default spec).
 
-    ``launch(workdir)`` starts a driver process there; ``boot(driver, settings)`` waits for it and starts
-    Spark, returning app info. Both come from the manager, so pooled drivers start exactly as others do.
+    ``launch(workdir)`` starts a driver process there; ``boot(driver, settings)`` starts Spark in it once it
+    answers, returning app info. Both come from the manager, so pooled drivers start exactly as others do.
     """
 
     def __init__(
@@ -90,37 +93,65 @@ class DriverPool:
         """Whether a session with these Spark settings can run on a pooled driver (the app name aside)."""
         return _without_name(settings) == _without_name(self.settings)
 
-    def claim(self, workdir: Path) -> PooledDriver | None:
-        """Hand out a driver, ready ones first, moving its directory to ``workdir``; None if there is none.
+    def reserve(self, settings: dict[str, Any], timeout: float = 10.0) -> PooledDriver | None:
+        """Take a driver for a session with these Spark settings, ready ones first; None if there is none.
 
         A driver still starting is worth taking: it is further along than a new one would be, and a second
-        JVM start at the same time would slow both down.
+        JVM start at the same time would slow both down. One launched a moment ago is waited for (up to
+        ``timeout``) until its kernel has read its connection file, after which its directory can move.
+        Call without the manager's lock held; then ``move`` it into the session's directory.
         """
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if self._closing:
+            if not self.matches(settings):
                 return None
-            candidates = sorted(self._entries, key=lambda e: not e.ready)
-            for entry in candidates:
-                if entry.error or (entry.ready and not entry.driver.is_alive()):
-                    continue
-                try:
-                    workdir.parent.mkdir(parents=True, exist_ok=True)
-                    # The driver's working directory, log file and sockets follow the rename: the
-                    # session's workdir looks exactly as if it had started the driver itself.
-                    os.rename(entry.workdir, workdir)
-                except OSError as err:
-                    log.warning("cannot move pooled driver %s to %s: %s", entry.workdir, workdir, err)
+            while not self._closing:
+                usable = [e for e in self._entries if not e.error and e.kernel_up]
+                ready = [e for e in usable if e.ready and e.driver.is_alive()]
+                starting = [e for e in usable if not e.done.is_set()]
+                entry = (ready or starting or [None])[0]
+                if entry is not None:
+                    entry.claimed = True
+                    self._entries.remove(entry)
+                    if entry.done.is_set():
+                        self._hold_refill()
+                    else:
+                        self._handing_out.add(entry)
+                    self._cond.notify_all()
+                    return entry
+                coming = any(not e.kernel_up and not e.done.is_set() for e in self._entries)
+                left = deadline - time.monotonic()
+                if not coming or left <= 0:
                     return None
-                entry.workdir = entry.driver.workdir = workdir
-                entry.claimed = True
-                self._entries.remove(entry)
-                if entry.done.is_set():
-                    self._hold_refill()
-                else:
-                    self._handing_out.add(entry)
-                self._cond.notify_all()
-                return entry
+                self._cond.wait(left)
             return None
+
+    def move(self, entry: PooledDriver, workdir: Path) -> bool:
+        """Move a reserved driver's directory to ``workdir`` (which must not exist yet); False if it can't,
+        and then the driver is back in the pool."""
+        try:
+            workdir.parent.mkdir(parents=True, exist_ok=True)
+            # The driver's working directory, log file and sockets follow the rename: the session's
+            # workdir looks exactly as if it had started the driver itself.
+            os.rename(entry.workdir, workdir)
+        except OSError as err:
+            log.warning("cannot move pooled driver %s to %s: %s", entry.workdir, workdir, err)
+            self.release(entry)
+            return False
+        entry.workdir = entry.driver.workdir = workdir
+        return True
+
+    def release(self, entry: PooledDriver) -> None:
+        """Give back a reserved driver the session did not take after all."""
+        with self._cond:
+            entry.claimed = False
+            self._handing_out.discard(entry)
+            keep = not self._closing and not entry.error
+            if keep:
+                self._entries.insert(0, entry)
+            self._cond.notify_all()
+        if not keep:
+            self._discard(entry)
 
     def wait(self, entry: PooledDriver, give_up: Callable[[], bool]) -> bool:
         """Wait for a claimed driver to finish starting; False if it failed or ``give_up()`` said so."""
@@ -155,7 +186,7 @@ class DriverPool:
     # -- the filler thread -------------------------------------------------------------------
 
     def _fill(self) -> None:
-        self._stop_leftovers()
+        stop_leftovers(self.root)
         while True:
             with self._cond:
                 entry = None if self._closing else self._next()
@@ -167,6 +198,10 @@ class DriverPool:
                 self._discard(entry)
                 continue
             try:
+                entry.driver.wait_ready(timeout=60)
+                with self._cond:
+                    entry.kernel_up = True
+                    self._cond.notify_all()
                 entry.info = self._boot(entry.driver, self.settings)
             except Exception as err:  # noqa: BLE001 - recorded; a session waiting for it starts its own
                 entry.error = str(err) or type(err).__name__
@@ -229,19 +264,21 @@ class DriverPool:
         entry.driver.stop()
         shutil.rmtree(entry.workdir, ignore_errors=True)
 
-    def _stop_leftovers(self) -> None:
-        """Stop the pooled drivers a crashed server left in our directory, then forget them."""
-        if not self.root.is_dir():
-            return
-        for workdir in self.root.iterdir():
-            driver = Driver.attach(workdir) if workdir.is_dir() else None
-            if driver is not None:
-                if _runs_with(driver.pid, workdir / CONNECTION_FILE):
-                    log.info("stopping pooled driver %s left by a previous server", driver.pid)
-                    driver.stop()
-                else:
-                    driver.close()  # the pid was reused by an unrelated process: not ours to stop
-            shutil.rmtree(workdir, ignore_errors=True)
+
+def stop_leftovers(root: Path) -> None:
+    """Stop the pooled drivers a crashed server left in ``root``, then forget them. Any server on the
+    state dir does this, also one without a pool of its own."""
+    if not root.is_dir():
+        return
+    for workdir in root.iterdir():
+        driver = Driver.attach(workdir) if workdir.is_dir() else None
+        if driver is not None:
+            if _runs_with(driver.pid, workdir / CONNECTION_FILE):
+                log.info("stopping pooled driver %s left by a previous server", driver.pid)
+                driver.stop()
+            else:
+                driver.close()  # the pid was reused by an unrelated process: not ours to stop
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _without_name(settings: dict[str, Any]) -> dict[str, Any]:
