@@ -179,12 +179,13 @@ def _wait_param(request: Request) -> float:
     return min(value, MAX_WAIT)
 
 
-async def _hold(request: Request, session: Session, statement: Statement | None, seconds: float) -> None:
-    """Return once the statement (or the session) is no longer in the state it is in now, after
-    ``seconds``, or when the server begins to stop, whichever comes first. The manager's threads wake
-    us through the event loop, so a held request costs no thread."""
+async def _hold(
+    request: Request, session: Session, statement: Statement | None, seen: str, seconds: float
+) -> None:
+    """Return once the statement (or the session) is no longer in state ``seen``, after ``seconds``, or
+    when the server begins to stop, whichever comes first. The manager's threads wake us through the
+    event loop, so a held request costs no thread."""
     thing = session if statement is None else statement
-    seen = thing.state
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
 
@@ -279,17 +280,17 @@ async def create_session(request: Request, family: Family) -> JSONResponse:
 
 async def get_session(request: Request, family: Family) -> JSONResponse:
     session = _session(request)
-    wait = _wait_param(request)
+    wait, seen = _wait_param(request), session.state
     if wait and not session.ended:
-        await _hold(request, session, None, wait)
+        await _hold(request, session, None, seen, wait)
     return JSONResponse(_render(request, family, session))
 
 
 async def session_state(request: Request, family: Family) -> JSONResponse:
     session = _session(request)
-    wait = _wait_param(request)
+    wait, seen = _wait_param(request), session.state
     if wait and not session.ended:
-        await _hold(request, session, None, wait)
+        await _hold(request, session, None, seen, wait)
     return JSONResponse({"id": _render(request, family, session)["id"], "state": session.state})
 
 
@@ -349,11 +350,11 @@ async def get_statement(request: Request, family: Family) -> JSONResponse:
     manager = _manager(request)
     statement_id = request.path_params["statement_id"]
     statement = await run_in_threadpool(manager.statement, session, statement_id)
-    wait = _wait_param(request)
+    wait, seen = _wait_param(request), statement.state
     if not wait:
         return JSONResponse(statement_json(statement))
-    if statement.state not in STATEMENT_DONE:
-        await _hold(request, session, statement, wait)
+    if seen not in STATEMENT_DONE:
+        await _hold(request, session, statement, seen, wait)
         statement = await run_in_threadpool(manager.statement, session, statement_id)
     # Only clients that long-poll get it: with it they skip log requests when nothing was logged.
     return JSONResponse({**statement_json(statement), "logSize": manager.log_size(session)})

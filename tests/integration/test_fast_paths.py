@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 
 from dli_kernel.client import SessionInfo, SessionsClient, StatementFailed
 from dli_kernel.client.auth import BearerToken
@@ -344,6 +345,15 @@ def test_a_starting_pooled_driver_is_taken_and_a_crash_leaves_nothing_behind(tmp
     try:
         assert wait_gone(leftover, timeout=60), "the next server did not stop the pooled driver left behind"
         assert second.wait_state(early["id"], ("idle",), timeout=60)["state"] == "idle"  # sessions recover
+        # A request held when the server is told to stop is answered, not cut off after uvicorn's grace.
+        held: list[requests.Response] = []
+        holder = threading.Thread(
+            target=lambda: held.append(second.get(f"/sessions/{early['id']}/state", params={"wait": 30}))
+        )
+        holder.start()
+        time.sleep(0.5)
     finally:
         second.stop()
+    holder.join(timeout=30)
+    assert held and held[0].status_code == 200 and held[0].json()["state"] == "idle"
     assert wait_gone(starting, timeout=30) and not list(state_dir.glob("pool/*"))
