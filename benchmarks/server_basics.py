@@ -31,7 +31,7 @@ from dli_kernel.session import RemoteSession
 from dli_kernel.spec import SessionSpec
 
 RESULT_QUERY = (
-    "SELECT id, id * 1.5 AS d, CONCAT('row-', CAST(id AS STRING)) AS s, "
+    "SELECT id, id * 1.5D AS d, CONCAT('row-', CAST(id AS STRING)) AS s, "
     "TIMESTAMP_SECONDS(1700000000 + id) AS ts FROM RANGE({rows})"
 )
 

@@ -58,8 +58,15 @@ def frame_from_stream(data: bytes) -> Any:
     """An Arrow IPC stream as a pandas DataFrame (see ``arrow_to_pandas``)."""
     import pyarrow as pa
 
+    return frame_from_file(pa.py_buffer(data))
+
+
+def frame_from_file(source: Any) -> Any:
+    """An Arrow IPC stream read from ``source`` (a buffer or a file-like object) as a pandas DataFrame."""
+    import pyarrow as pa
+
     try:
-        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        table = pa.ipc.open_stream(source).read_all()
     except pa.ArrowInvalid as err:
         raise ClientError(f"the result is not a valid Arrow stream ({err}).") from None
     return arrow_to_pandas(table)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 from urllib3.exceptions import NewConnectionError
 
 from dli_kernel.client import results
@@ -270,13 +271,24 @@ class SessionsClient:
         summary = (output.get("data") or {}).get(results.ARROW_RESULT_MIME)
         if summary is None:
             return results.parse_inline(output)
-        data = self._request("GET", f"{self._session(session_id)}/statements/{statement.id}/result", raw=True)
+        path = f"{self._session(session_id)}/statements/{statement.id}/result"
+        response = self._request("GET", path, stream=True)
+        try:
+            # Batch by batch off the socket: the whole stream is never held as one more copy in memory.
+            frame = results.frame_from_file(response.raw)
+            size = response.raw.tell()
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            raise ConnectionFailed(
+                f"GET {self._shown_url}{path}: the result broke off ({type(err).__name__})."
+            ) from None
+        finally:
+            response.close()
         return DataFrameResult(
-            results.frame_from_stream(data),
+            frame,
             total=int(summary["total"]),
             truncated=bool(summary["truncated"]),
             transport="arrow",
-            size=len(data),
+            size=size,
         )
 
     def fetch_dataframe(
@@ -353,14 +365,15 @@ class SessionsClient:
         params: dict[str, Any] | None = None,
         retry: bool | None = None,
         timeout: tuple[float, float] | None = None,
-        raw: bool = False,
+        stream: bool = False,
     ) -> Any:
+        """The answer's JSON, or with ``stream`` the response itself, its body unread (close it)."""
         if retry is None:
             retry = method in ("GET", "DELETE")
         attempts = (*self.retry_delays, None) if retry else (None,)
         for delay in attempts:
             try:
-                return self._send(method, path, json, params, timeout or self.timeout, raw)
+                return self._send(method, path, json, params, timeout or self.timeout, stream)
             except (ConnectionFailed, ServerError) as err:
                 if delay is None or (isinstance(err, ServerError) and err.status not in _RETRY_STATUSES):
                     raise
@@ -374,7 +387,7 @@ class SessionsClient:
         json: Any,
         params: dict[str, Any] | None,
         timeout: tuple[float, float],
-        raw: bool = False,
+        stream: bool = False,
     ) -> Any:
         what = f"{method} {self._shown_url}{path}"
         try:
@@ -387,7 +400,8 @@ class SessionsClient:
                 params=params,
                 timeout=timeout,
                 allow_redirects=False,
-                headers={"Accept": results.ARROW_STREAM_MIME} if raw else None,
+                headers={"Accept": results.ARROW_STREAM_MIME} if stream else None,
+                stream=stream,
             )
         except requests.ConnectTimeout:
             raise _NotSent(f"{what}: could not connect within {timeout[0]:g} s.") from None
@@ -405,8 +419,8 @@ class SessionsClient:
             if response.status_code >= 500:
                 raise ServerError(message, response.status_code)
             raise rejection_for(response.status_code)(message, response.status_code)
-        if raw:
-            return response.content
+        if stream:
+            return response
         try:
             return response.json()
         except ValueError:
