@@ -122,7 +122,8 @@ class SessionsClient:
         with self._extensions_lock:
             if self._extensions is None:
                 try:
-                    body = self._request("GET", "/version")
+                    # Not retried: a server that fails it is treated as one without extensions.
+                    body = self._request("GET", "/version", retry=False)
                 except ConnectionFailed:
                     return frozenset()  # not remembered: the next call asks again
                 except ClientError:
