@@ -384,9 +384,10 @@ class SessionManager:
             if statement.job_group is None:
                 return  # sent but not started: _started interrupts it as soon as it starts
             statement.cancel_sent = time.monotonic()
-            driver = session.driver
-        if driver:
-            driver.interrupt()
+            # Under the lock: the statement cannot finish, nor the next one start, before the signal is
+            # sent, so it never lands in the next statement (a long-polling client sends that one at once).
+            if session.driver:
+                session.driver.interrupt()
 
     def arrow_result(self, session: Session, statement: Statement) -> Path:
         """The file holding a finished statement's Arrow IPC stream."""
@@ -664,18 +665,20 @@ class SessionManager:
                 elif session.state == "idle" and session.driver and not session.driver.is_alive():
                     self._end(session, "dead", "the driver process exited")
 
-    @staticmethod
-    def _repeat_interrupts(session: Session, now: float) -> None:
-        """A first interrupt lets a Spark call fail on its own; code that ignores it gets another."""
-        for statement in session.statements[-1:]:
-            if (
-                statement.state == "cancelling"
-                and statement.job_group
-                and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER
-            ):
-                statement.cancel_sent = now
-                if session.driver:
-                    session.driver.interrupt()
+    def _repeat_interrupts(self, session: Session, now: float) -> None:
+        """A first interrupt lets a Spark call fail on its own; code that ignores it gets another.
+
+        Checked and sent under the lock, so that it cannot reach a statement that started in between."""
+        with self._lock:
+            for statement in session.statements[-1:]:
+                if (
+                    statement.state == "cancelling"
+                    and statement.job_group
+                    and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER
+                ):
+                    statement.cancel_sent = now
+                    if session.driver:
+                        session.driver.interrupt()
 
     @staticmethod
     def _expired(session: Session, now: float) -> str | None:
