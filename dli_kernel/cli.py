@@ -33,6 +33,7 @@ def _server(args: argparse.Namespace) -> int:
             port=args.port,
             master=args.master,
             keep_sessions_on_exit=args.keep_sessions,
+            pool=args.pool,
         )
     except ServerConfigError as err:
         print(f"dli-kernel server: {err}", file=sys.stderr)
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-sessions",
         action="store_true",
         help="on exit, leave drivers running for the next server on this state dir to recover",
+    )
+    server.add_argument(
+        "--pool",
+        type=int,
+        default=1,
+        metavar="N",
+        help="drivers started ahead, so a default session is ready at once (default 1, 0: none)",
     )
     server.set_defaults(run=_server)
 

@@ -12,13 +12,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dli_kernel.client import ClientError, Conflict, NotFound, SessionInfo, SessionsClient, StatementInfo
+from dli_kernel.client import (
+    ClientError,
+    Conflict,
+    DataFrameResult,
+    NotFound,
+    SessionInfo,
+    SessionsClient,
+    StatementInfo,
+)
+from dli_kernel.client.results import require_arrow
+from dli_kernel.client.sessions_client import DEFAULT_MAX_ROWS
 from dli_kernel.spec import SessionSpec
 
 START_TIMEOUT = 600.0
 LOG_EVERY = 0.5
 HEARTBEAT_EVERY = 30.0
 FIRST_POLL, MAX_POLL = 0.01, 0.25
+# Seconds a statement GET may be held by a server that long-polls: short while someone wants progress,
+# log lines or a cancel to go out (they happen between requests), longer when nobody does.
+LONG_POLL, QUIET_LONG_POLL = 0.25, 5.0
 
 
 class SessionFailed(Exception):
@@ -43,6 +56,9 @@ class RemoteSession:
         self._creator: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self.statements_run = 0
+        # Where the next statement's log lines begin, carried from one statement to the next so that a
+        # statement costs no log request before it starts: (session id, line, log size in bytes or None).
+        self._log_mark: tuple[str, int, int | None] | None = None
         self.ever_ready = False
         self.owned = True  # False for a session the notebook attached to: closing leaves it running
 
@@ -143,31 +159,86 @@ class RemoteSession:
     ) -> tuple[StatementInfo, bool]:
         """Run one statement to its end; (statement, whether it was cancelled by ``interrupted``)."""
         session_id = self.info.id
-        log_from = self._log_total(session_id)
+        return self._follow(
+            session_id,
+            lambda: self.client.submit(session_id, code, kind=kind, max_rows=max_rows),
+            on_progress,
+            on_log,
+            interrupted,
+        )
+
+    def run_dataframe(
+        self,
+        query: str,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        kind: str = "sql",
+        on_progress: Callable[[Progress], None] | None = None,
+        on_log: Callable[[list[str]], None] | None = None,
+        interrupted: threading.Event | None = None,
+    ) -> tuple[StatementInfo, bool, DataFrameResult | None]:
+        """Run ``query`` (SQL, or with ``kind="pyspark"`` an expression for a DataFrame) as ``run`` does and
+        bring its rows back as a pandas DataFrame, through Arrow.
+
+        Returns (statement, cancelled, result); result is None when the statement failed or was cancelled,
+        and the statement's output then holds the error. Raises MissingDependency, before running
+        anything, if pyarrow or pandas is missing here.
+        """
+        require_arrow()
+        session_id = self.info.id
+        statement, cancelled = self._follow(
+            session_id,
+            lambda: self.client.submit_dataframe(session_id, query, max_rows, kind),
+            on_progress,
+            on_log,
+            interrupted,
+        )
+        output = statement.output or {}
+        if cancelled or statement.state != "available" or output.get("status") != "ok":
+            return statement, cancelled, None
+        return statement, cancelled, self.client.dataframe_result(session_id, statement)
+
+    def _follow(
+        self,
+        session_id: str,
+        submit: Callable[[], StatementInfo],
+        on_progress: Callable[[Progress], None] | None,
+        on_log: Callable[[list[str]], None] | None,
+        interrupted: threading.Event | None,
+    ) -> tuple[StatementInfo, bool]:
+        """Submit a statement and follow it to its end: progress, log lines, cancel on ``interrupted``."""
+        mark = self._log_start(session_id) if on_log else None
+        self._log_mark = None  # whatever happens next, the old mark is used up
         try:
-            statement = self.client.submit(session_id, code, kind=kind, max_rows=max_rows)
+            statement = submit()
         except (NotFound, Conflict) as err:
             raise SessionFailed(self._lost_message(err)) from None
         self.statements_run += 1
+        # Servers that long-poll answer the moment the statement is done; others are polled, starting
+        # fast because most statements are done within milliseconds.
+        long_poll = "wait" in self.client.server_extensions()
+        wait = LONG_POLL if (on_progress or on_log or interrupted) else QUIET_LONG_POLL
         began, interval, last_log = time.monotonic(), FIRST_POLL, time.monotonic()
         cancel_sent = False
         while not statement.done:
             if interrupted is not None and interrupted.is_set() and not cancel_sent:
                 self.client.cancel(session_id, statement.id)
                 cancel_sent = True
-            time.sleep(interval)
-            interval = min(interval * 1.5, MAX_POLL)
+            if not long_poll:
+                time.sleep(interval)
+                interval = min(interval * 1.5, MAX_POLL)
             try:
-                statement = self.client.get_statement(session_id, statement.id)
+                statement = self.client.get_statement(
+                    session_id, statement.id, wait=wait if long_poll else None
+                )
             except NotFound as err:
                 raise SessionFailed(self._lost_message(err)) from None
             if on_progress and statement.state == "running":
                 on_progress(Progress(statement.state, statement.progress, time.monotonic() - began))
             if on_log and time.monotonic() - last_log > LOG_EVERY:
-                log_from = self._stream_log(session_id, log_from, on_log)
+                mark = self._stream_log(session_id, mark, on_log, statement.log_size)
                 last_log = time.monotonic()
         if on_log:
-            self._stream_log(session_id, log_from, on_log)
+            self._log_mark = self._stream_log(session_id, mark, on_log, statement.log_size)
         return statement, cancel_sent
 
     def complete(self, code: str, cursor: int, kind: str) -> list[str]:
@@ -180,24 +251,39 @@ class RemoteSession:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _log_total(self, session_id: str) -> int | None:
+    def _log_start(self, session_id: str) -> tuple[str, int, int | None] | None:
+        """Where this statement's log lines begin: where the last one's ended, or else the log's end."""
+        if self._log_mark is not None and self._log_mark[0] == session_id:
+            return self._log_mark
         try:
-            return self.client.logs(session_id, size=0).total
+            return session_id, self.client.logs(session_id, size=0).total, None
         except ClientError:
             return None
 
     def _stream_log(
-        self, session_id: str, start: int | None, on_log: Callable[[list[str]], None]
-    ) -> int | None:
-        if start is None:
+        self,
+        session_id: str,
+        mark: tuple[str, int, int | None] | None,
+        on_log: Callable[[list[str]], None],
+        log_size: int | None,
+    ) -> tuple[str, int, int | None] | None:
+        """Hand new log lines to ``on_log``; the mark to go on from. A server that long-polls tells the
+        log's size with the statement, and an unchanged size needs no request."""
+        if mark is None:
             return None
+        start, seen_size = mark[1], mark[2]
+        if log_size is not None and log_size == seen_size:
+            return mark
         try:
             page = self.client.logs(session_id, start=start, size=1000)
         except ClientError:
-            return start
+            return mark
         if page.lines:
             on_log(list(page.lines))
-        return page.start + len(page.lines)
+        end = page.start + len(page.lines)
+        # The size was read before this request, so lines added since are never skipped; a log not read
+        # to its end keeps no size, so the next call reads on.
+        return session_id, end, log_size if end >= page.total else None
 
     def _lost_message(self, err: ClientError) -> str:
         try:

@@ -7,12 +7,16 @@ from dli_kernel.client.errors import (
     ConfigError,
     Conflict,
     ConnectionFailed,
+    MissingDependency,
     NotFound,
     RequestRejected,
     ServerError,
+    StatementFailed,
+    StatementTimeout,
     Unauthorized,
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo, normalize_state
+from dli_kernel.client.results import DataFrameResult
 from dli_kernel.client.sessions_client import SessionsClient
 
 __all__ = [
@@ -22,14 +26,18 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectionFailed",
+    "DataFrameResult",
     "Dialect",
     "LogPage",
+    "MissingDependency",
     "NotFound",
     "RequestRejected",
     "ServerError",
     "SessionInfo",
     "SessionsClient",
+    "StatementFailed",
     "StatementInfo",
+    "StatementTimeout",
     "Unauthorized",
     "make_dialect",
     "normalize_state",

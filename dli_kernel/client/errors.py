@@ -51,3 +51,19 @@ def rejection_for(status: int) -> type[RequestRejected]:
     return {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict}.get(
         status, RequestRejected
     )
+
+
+class MissingDependency(ClientError, ImportError):
+    """An optional package this feature needs is not installed; the message says which and how."""
+
+
+class StatementFailed(ClientError):
+    """A statement the client ran for itself (a DataFrame fetch) ended in an error or was cancelled."""
+
+    def __init__(self, message: str, output: dict | None = None) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class StatementTimeout(ClientError):
+    """A statement did not finish within the time the caller gave it."""

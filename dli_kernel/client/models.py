@@ -67,6 +67,7 @@ class StatementInfo:
     progress: float = 0.0
     started: int = 0
     completed: int = 0
+    log_size: int | None = None  # the session log's size in bytes, from servers that long-poll
 
     @property
     def done(self) -> bool:
@@ -85,6 +86,7 @@ class StatementInfo:
             progress=float(body.get("progress") or 0.0),
             started=int(body.get("started") or 0),
             completed=int(body.get("completed") or 0),
+            log_size=int(body["logSize"]) if isinstance(body.get("logSize"), int) else None,
         )
 
 

@@ -11,27 +11,38 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 from urllib3.exceptions import NewConnectionError
 
+from dli_kernel.client import results
 from dli_kernel.client.dialects import Dialect, make_dialect
 from dli_kernel.client.errors import (
     ClientError,
     ConnectionFailed,
     NotFound,
     ServerError,
+    StatementFailed,
+    StatementTimeout,
     rejection_for,
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
+from dli_kernel.client.results import DataFrameResult
 from dli_kernel.spec import SessionSpec
 
 DEFAULT_TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+DEFAULT_MAX_ROWS = 1000
+# Polling a server without long-polls: start fast (a trivial statement is done in a few ms), back off.
+FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.01, 0.25, 1.5
+LONG_POLL = 5.0  # seconds a wait_statement request may be held by a server that long-polls
 
 
 class SessionsClient:
@@ -48,7 +59,10 @@ class SessionsClient:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         verify: bool | str = True,
+        extensions: Iterable[str] | None = None,
     ) -> None:
+        """``extensions``: the server's additions to Livy to use (``wait``, ``arrow``); None asks the server
+        (``GET /version``) once, when one is first wanted; ``()`` uses none, as against plain Livy."""
         self.url = url.rstrip("/")
         # What messages and repr show: never a password written into the URL.
         self._shown_url = shown_url(self.url)
@@ -62,6 +76,8 @@ class SessionsClient:
         self._http.headers["X-Requested-By"] = "dli-kernel"
         self._http.headers.update(headers or {})
         self._last_statement: dict[str, int] = {}
+        self._extensions = None if extensions is None else frozenset(extensions)
+        self._extensions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SessionsClient(url={self._shown_url!r}, dialect={self.dialect.name!r})"
@@ -94,8 +110,28 @@ class SessionsClient:
         self._last_statement[session.id] = -1  # a new session has no statements
         return session
 
-    def get_session(self, session_id: str | int) -> SessionInfo:
-        return SessionInfo.from_json(self._request("GET", self._session(session_id)))
+    def get_session(self, session_id: str | int, wait: float | None = None) -> SessionInfo:
+        """The session; with ``wait`` (seconds) a server that long-polls answers once its state changes."""
+        params, timeout = self._wait(wait)
+        return SessionInfo.from_json(
+            self._request("GET", self._session(session_id), params=params, timeout=timeout)
+        )
+
+    def server_extensions(self) -> frozenset[str]:
+        """What the server adds to Livy (``wait``, ``arrow``), as its ``GET /version`` says; asked once."""
+        with self._extensions_lock:
+            if self._extensions is None:
+                try:
+                    # Not retried: a server that fails it is treated as one without extensions.
+                    body = self._request("GET", "/version", retry=False)
+                except ConnectionFailed:
+                    return frozenset()  # not remembered: the next call asks again
+                except ClientError:
+                    body = {}  # no /version (DLI, older Livy): a plain server
+                listed = body.get("extensions") if isinstance(body, dict) else None
+                names = listed if isinstance(listed, list) else []
+                self._extensions = frozenset(name for name in names if isinstance(name, str))
+            return self._extensions
 
     def list_sessions(self, **filters: str | int) -> list[SessionInfo]:
         """Sessions on the endpoint; filters go to the server as query parameters (``from``, ``size``,
@@ -115,9 +151,11 @@ class SessionsClient:
         self, session_id: str | int, code: str, kind: str | None = None, max_rows: int | None = None
     ) -> StatementInfo:
         """Start a statement; never sends the same code twice unless the first surely did not land."""
+        return self._submit(session_id, code, self.dialect.statement_body(code, kind, max_rows))
+
+    def _submit(self, session_id: str | int, code: str, body: dict[str, Any]) -> StatementInfo:
         key = str(session_id)
         path = f"{self._session(session_id)}/statements"
-        body = self.dialect.statement_body(code, kind, max_rows)
         try:
             statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
         except (ConnectionFailed, ServerError) as err:
@@ -161,10 +199,119 @@ class SessionsClient:
             "again; list the statements to see.",
         ) from None
 
-    def get_statement(self, session_id: str | int, statement_id: int) -> StatementInfo:
+    def get_statement(
+        self, session_id: str | int, statement_id: int, wait: float | None = None
+    ) -> StatementInfo:
+        """The statement; with ``wait`` (seconds) a server that long-polls holds the request until the
+        statement's state changes (or it is done), and others answer at once."""
+        params, timeout = self._wait(wait)
         return StatementInfo.from_json(
-            self._request("GET", f"{self._session(session_id)}/statements/{statement_id}")
+            self._request(
+                "GET",
+                f"{self._session(session_id)}/statements/{statement_id}",
+                params=params,
+                timeout=timeout,
+            )
         )
+
+    def wait_statement(
+        self, session_id: str | int, statement_id: int, timeout: float | None = None
+    ) -> StatementInfo:
+        """Wait for a statement to finish: long-polls where the server has them, else short, growing polls.
+
+        Raises StatementTimeout if it is not done after ``timeout`` seconds (None: no limit); the statement
+        goes on running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        long_poll = "wait" in self.server_extensions()
+        interval = FIRST_POLL
+        statement = self.get_statement(session_id, statement_id)
+        while not statement.done:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise StatementTimeout(
+                    f"statement {statement_id} of session {session_id} is still {statement.state} "
+                    f"after {timeout:g} s."
+                )
+            if long_poll:
+                wait = LONG_POLL if left is None else max(0.01, min(LONG_POLL, left))
+                statement = self.get_statement(session_id, statement_id, wait=wait)
+            else:
+                time.sleep(interval if left is None else min(interval, left))
+                interval = min(interval * POLL_GROWTH, MAX_POLL)
+                statement = self.get_statement(session_id, statement_id)
+        return statement
+
+    # -- DataFrames ------------------------------------------------------------------------------
+
+    def submit_dataframe(
+        self, session_id: str | int, query: str, max_rows: int = DEFAULT_MAX_ROWS, kind: str = "sql"
+    ) -> StatementInfo:
+        """Start a statement whose result ``dataframe_result`` reads as a DataFrame.
+
+        ``query`` is SQL, or with ``kind="pyspark"`` a Python expression for a Spark (or pandas) DataFrame
+        in the session; ``max_rows`` caps the rows (-1: all). Servers with the ``arrow`` extension keep the
+        result as an Arrow stream; on others the statement prints it base64-encoded.
+        """
+        results.require_arrow()  # before anything runs: a result nobody can read is not worth computing
+        results.check_kind(kind)
+        if "arrow" in self.server_extensions():
+            body = {"code": query, "kind": kind, "maxRows": int(max_rows), "resultFormat": "arrow"}
+            return self._submit(session_id, query, body)
+        code = results.inline_code(query, kind, max_rows)
+        return self._submit(session_id, code, {"code": code, "kind": "pyspark"})
+
+    def dataframe_result(self, session_id: str | int, statement: StatementInfo) -> DataFrameResult:
+        """The DataFrame of a finished statement started with ``submit_dataframe``."""
+        output = statement.output or {}
+        if statement.state != "available" or output.get("status") != "ok":
+            reason = (
+                f"{output.get('ename')}: {output.get('evalue')}" if output.get("ename") else statement.state
+            )
+            raise StatementFailed(f"the query failed: {reason}", output or None)
+        summary = (output.get("data") or {}).get(results.ARROW_RESULT_MIME)
+        if summary is None:
+            return results.parse_inline(output)
+        path = f"{self._session(session_id)}/statements/{statement.id}/result"
+        response = self._request("GET", path, stream=True)
+        try:
+            # Batch by batch off the socket: the whole stream is never held as one more copy in memory.
+            frame = results.frame_from_file(response.raw)
+            size = response.raw.tell()
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            raise ConnectionFailed(
+                f"GET {self._shown_url}{path}: the result broke off ({type(err).__name__})."
+            ) from None
+        finally:
+            response.close()
+        return DataFrameResult(
+            frame,
+            total=int(summary["total"]),
+            truncated=bool(summary["truncated"]),
+            transport="arrow",
+            size=size,
+        )
+
+    def fetch_dataframe(
+        self,
+        session_id: str | int,
+        query: str,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        *,
+        kind: str = "sql",
+        timeout: float | None = None,
+    ) -> DataFrameResult:
+        """Run ``query`` in the session and return its rows as a pandas DataFrame (see
+        ``submit_dataframe``). Raises StatementFailed with the error if the query fails, and
+        StatementTimeout (after cancelling it) if it runs longer than ``timeout`` seconds."""
+        statement = self.submit_dataframe(session_id, query, max_rows, kind)
+        try:
+            statement = self.wait_statement(session_id, statement.id, timeout)
+        except StatementTimeout:
+            with contextlib.suppress(ClientError):
+                self.cancel(session_id, statement.id)
+            raise
+        return self.dataframe_result(session_id, statement)
 
     def list_statements(self, session_id: str | int) -> list[StatementInfo]:
         body = self._request("GET", f"{self._session(session_id)}/statements")
@@ -194,6 +341,13 @@ class SessionsClient:
     def _sessions(self) -> str:
         return f"{self.dialect.prefix}/sessions"
 
+    def _wait(self, wait: float | None) -> tuple[dict[str, Any] | None, tuple[float, float] | None]:
+        """Query parameters and timeout for a GET that may be held ``wait`` seconds; plain servers never
+        get the parameter."""
+        if not wait or wait <= 0 or "wait" not in self.server_extensions():
+            return None, None
+        return {"wait": f"{wait:g}"}, (self.timeout[0], self.timeout[1] + wait)
+
     def _session(self, session_id: str | int) -> str:
         return f"{self._sessions()}/{session_id}"
 
@@ -211,31 +365,49 @@ class SessionsClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         retry: bool | None = None,
+        timeout: tuple[float, float] | None = None,
+        stream: bool = False,
     ) -> Any:
+        """The answer's JSON, or with ``stream`` the response itself, its body unread (close it)."""
         if retry is None:
             retry = method in ("GET", "DELETE")
         attempts = (*self.retry_delays, None) if retry else (None,)
         for delay in attempts:
             try:
-                return self._send(method, path, json, params)
+                return self._send(method, path, json, params, timeout or self.timeout, stream)
             except (ConnectionFailed, ServerError) as err:
                 if delay is None or (isinstance(err, ServerError) and err.status not in _RETRY_STATUSES):
                     raise
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        params: dict[str, Any] | None,
+        timeout: tuple[float, float],
+        stream: bool = False,
+    ) -> Any:
         what = f"{method} {self._shown_url}{path}"
         try:
             # No redirects: signed requests (AK/SK) are not re-signed by requests, and a token header
             # must not follow a redirect to another host.
             response = self._http.request(
-                method, self.url + path, json=json, params=params, timeout=self.timeout, allow_redirects=False
+                method,
+                self.url + path,
+                json=json,
+                params=params,
+                timeout=timeout,
+                allow_redirects=False,
+                headers={"Accept": results.ARROW_STREAM_MIME} if stream else None,
+                stream=stream,
             )
         except requests.ConnectTimeout:
-            raise _NotSent(f"{what}: could not connect within {self.timeout[0]:g} s.") from None
+            raise _NotSent(f"{what}: could not connect within {timeout[0]:g} s.") from None
         except requests.ReadTimeout:
-            raise ConnectionFailed(f"{what}: no answer within {self.timeout[1]:g} s.") from None
+            raise ConnectionFailed(f"{what}: no answer within {timeout[1]:g} s.") from None
         except requests.ConnectionError as err:
             if _never_connected(err):
                 raise _NotSent(f"{what}: could not connect (is the server running?).") from None
@@ -248,6 +420,8 @@ class SessionsClient:
             if response.status_code >= 500:
                 raise ServerError(message, response.status_code)
             raise rejection_for(response.status_code)(message, response.status_code)
+        if stream:
+            return response
         try:
             return response.json()
         except ValueError:

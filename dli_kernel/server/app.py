@@ -6,10 +6,13 @@ written back (``Family``); every other route is shared and follows Livy's shapes
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hmac
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dli_kernel import __version__
+from dli_kernel.server.arrow_results import ARROW_STREAM_MIME
 from dli_kernel.server.manager import (
     DEFAULT_MAX_ROWS,
     Conflict,
@@ -39,7 +43,13 @@ from dli_kernel.spec import SessionSpec, SpecError, format_memory, unknown_names
 log = logging.getLogger("dli_kernel.server")
 
 LOG_LINES_IN_SESSION = 10
-STATEMENT_FIELDS = ("code", "kind", "maxRows")
+STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
+# What this server adds to Livy, listed in GET /version for clients that look; plain Livy clients never do:
+# - wait: GET on a statement or session with ?wait=<seconds> answers as soon as its state changes;
+# - arrow: "resultFormat": "arrow" on a statement, and GET .../statements/{id}/result for the stream.
+EXTENSIONS = ("wait", "arrow")
+MAX_WAIT = 30.0  # seconds a long-poll may hold a request: well inside any client's read timeout
+STATEMENT_DONE = ("available", "error", "cancelled")
 DLI_PREFIX = "/v2.0/{project_id}"
 
 
@@ -155,6 +165,62 @@ def _int_param(request: Request, name: str, default: int | None, minimum: int) -
     return value
 
 
+def _wait_param(request: Request) -> float:
+    """``?wait=`` in seconds (fractions allowed), capped at MAX_WAIT; 0 when not given."""
+    raw = request.query_params.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise Invalid(f"query parameter 'wait' must be a number of seconds >= 0 (got {raw!r}).")
+    return min(value, MAX_WAIT)
+
+
+async def _hold(
+    request: Request, session: Session, statement: Statement | None, seen: str, seconds: float
+) -> None:
+    """Return once the statement (or the session) is no longer in state ``seen``, after ``seconds``, or
+    when the server begins to stop, whichever comes first. The manager's threads wake us through the
+    event loop, so a held request costs no thread."""
+    thing = session if statement is None else statement
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(changed.set)
+
+    stopping: asyncio.Event | None = getattr(request.app.state, "stopping", None)
+    with _manager(request).watch(session, statement, wake):
+        if thing.state != seen:
+            return
+        waiters = [asyncio.ensure_future(changed.wait())]
+        if stopping is not None:
+            waiters.append(asyncio.ensure_future(stopping.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def release_held_requests(app: Starlette) -> None:
+    """End every long-poll now (the server is stopping). Safe from a signal handler or another thread."""
+    loop, stopping = getattr(app.state, "loop", None), getattr(app.state, "stopping", None)
+    if loop is not None and stopping is not None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stopping.set)
+
+
+def prepare_held_requests(app: Starlette) -> None:
+    """Call on the event loop at start-up, so that ``release_held_requests`` can reach it."""
+    app.state.loop = asyncio.get_running_loop()
+    app.state.stopping = asyncio.Event()
+
+
 def _manager(request: Request) -> SessionManager:
     return request.app.state.manager
 
@@ -176,7 +242,12 @@ def _render(request: Request, family: Family, session: Session) -> dict[str, Any
 
 async def version(request: Request) -> JSONResponse:
     # The `livy` PyPI client switches to a legacy protocol below 0.5; we speak the current one.
-    return JSONResponse({"version": "0.8.0", "dli_kernel": __version__})
+    return JSONResponse({"version": "0.8.0", "dli_kernel": __version__, "extensions": list(EXTENSIONS)})
+
+
+async def pool_status(request: Request) -> JSONResponse:
+    pool = _manager(request).pool
+    return JSONResponse(pool.status() if pool else {"size": 0, "ready": 0, "starting": 0})
 
 
 async def list_sessions(request: Request, family: Family) -> JSONResponse:
@@ -206,11 +277,18 @@ async def create_session(request: Request, family: Family) -> JSONResponse:
 
 
 async def get_session(request: Request, family: Family) -> JSONResponse:
-    return JSONResponse(_render(request, family, _session(request)))
+    session = _session(request)
+    wait, seen = _wait_param(request), session.state
+    if wait and not session.ended:
+        await _hold(request, session, None, seen, wait)
+    return JSONResponse(_render(request, family, session))
 
 
 async def session_state(request: Request, family: Family) -> JSONResponse:
     session = _session(request)
+    wait, seen = _wait_param(request), session.state
+    if wait and not session.ended:
+        await _hold(request, session, None, seen, wait)
     return JSONResponse({"id": _render(request, family, session)["id"], "state": session.state})
 
 
@@ -253,7 +331,10 @@ async def submit_statement(request: Request, family: Family) -> JSONResponse:
         raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {kind!r}).")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < -1:
         raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {max_rows!r}).")
-    statement = _manager(request).submit(session, code, kind, max_rows)
+    result_format = body.get("resultFormat", "json")
+    if not isinstance(result_format, str):
+        raise Invalid(f"'resultFormat' must be 'json' or 'arrow' (got {result_format!r}).")
+    statement = _manager(request).submit(session, code, kind, max_rows, result_format)
     location = f"{family.prefix.format(**request.path_params)}/sessions/{request.path_params['session_id']}"
     return JSONResponse(
         statement_json(statement),
@@ -264,10 +345,24 @@ async def submit_statement(request: Request, family: Family) -> JSONResponse:
 
 async def get_statement(request: Request, family: Family) -> JSONResponse:
     session = _session(request)
-    statement = await run_in_threadpool(
-        _manager(request).statement, session, request.path_params["statement_id"]
-    )
-    return JSONResponse(statement_json(statement))
+    manager = _manager(request)
+    statement_id = request.path_params["statement_id"]
+    statement = await run_in_threadpool(manager.statement, session, statement_id)
+    wait, seen = _wait_param(request), statement.state
+    if not wait:
+        return JSONResponse(statement_json(statement))
+    if seen not in STATEMENT_DONE:
+        await _hold(request, session, statement, seen, wait)
+        statement = await run_in_threadpool(manager.statement, session, statement_id)
+    # Only clients that long-poll get it: with it they skip log requests when nothing was logged.
+    return JSONResponse({**statement_json(statement), "logSize": manager.log_size(session)})
+
+
+async def statement_result(request: Request, family: Family) -> FileResponse:
+    session = _session(request)
+    manager = _manager(request)
+    statement = manager.statement(session, request.path_params["statement_id"])
+    return FileResponse(manager.arrow_result(session, statement), media_type=ARROW_STREAM_MIME)
 
 
 async def cancel_statement(request: Request, family: Family) -> JSONResponse:
@@ -313,6 +408,7 @@ def _routes(family: Family) -> list[Route]:
         route(s + "/statements", list_statements, "GET"),
         route(s + "/statements", submit_statement, "POST"),
         route(s + "/statements/{statement_id}", get_statement, "GET"),
+        route(s + "/statements/{statement_id}/result", statement_result, "GET"),
         route(s + "/statements/{statement_id}/cancel", cancel_statement, "POST"),
         route(s + "/completion", completion, "POST"),
     ]
@@ -376,7 +472,12 @@ class TokenAuth:
 def create_app(manager: SessionManager, token: str, base_url: str) -> Starlette:
     """The ASGI app; the caller owns the manager's start and close."""
     app = Starlette(
-        routes=[Route("/version", version, methods=["GET"]), *_routes(LIVY), *_routes(DLI)],
+        routes=[
+            Route("/version", version, methods=["GET"]),
+            Route("/pool", pool_status, methods=["GET"]),
+            *_routes(LIVY),
+            *_routes(DLI),
+        ],
         exception_handlers={
             SpecError: _error(400),
             Invalid: _error(400),

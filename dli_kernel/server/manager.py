@@ -11,6 +11,7 @@ stopping processes) happens outside it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import getpass
@@ -23,12 +24,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dli_kernel.server import arrow_results
 from dli_kernel.server.driver import Driver, DriverError, ExecutionResult
+from dli_kernel.server.pool import REFILL_DELAY, DriverPool, PooledDriver, stop_leftovers
 from dli_kernel.server.runtime import PROGRESS_FILE, job_group
 from dli_kernel.spec import SessionSpec, normalize_kind, spark_memory
 
@@ -38,6 +41,8 @@ LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shuttin
 ENDED_STATES = ("error", "dead", "killed", "success")
 SESSION_STATES = LIVE_STATES + ENDED_STATES
 STATEMENT_KINDS = ("pyspark", "spark", "sql")
+POOLED_KINDS = ("pyspark", "sql")  # kinds whose driver is the Python kernel the pool starts
+RESULT_FORMATS = ("json", "arrow")
 DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
 REPEAT_INTERRUPT_AFTER = 3.0
@@ -67,6 +72,8 @@ class Settings:
     start_timeout: float = 180.0
     keep_sessions_on_exit: bool = False
     python: str = sys.executable
+    pool_size: int = 0  # drivers started ahead for sessions with the default spec
+    pool_refill_delay: float = REFILL_DELAY
 
 
 def now_ms() -> int:
@@ -84,6 +91,7 @@ class Statement:
     progress: float = 0.0
     started: int = 0
     completed: int = 0
+    result_format: str = "json"
     job_group: str | None = field(default=None, repr=False)
     cancel_sent: float = field(default=0.0, repr=False)  # monotonic time of the last interrupt
 
@@ -161,6 +169,19 @@ class SessionManager:
         self._closing = threading.Event()
         self._owner = getpass.getuser()
         self._reaper = threading.Thread(target=self._reap, name="dli-reaper", daemon=True)
+        # Who to tell when a statement (key (session id, statement id)) or a session (key (id, None))
+        # changes state: the HTTP requests that long-poll for it.
+        self._watchers: dict[tuple[int, int | None], set[Callable[[], None]]] = {}
+        self.pool: DriverPool | None = None
+        if settings.pool_size > 0:
+            self.pool = DriverPool(
+                settings.pool_size,
+                settings.state_dir / "pool",
+                self._settings_for(SessionSpec(kind="pyspark"), "dli-kernel-pooled-driver"),
+                launch=lambda workdir: Driver.launch(workdir, workdir / "driver.log", self._driver_env()),
+                boot=self._boot,
+                refill_delay=settings.pool_refill_delay,
+            )
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -173,6 +194,14 @@ class SessionManager:
                 self._set_state(session, "recovering", "the server restarted; reconnecting to the driver")
                 self._spawn(session, recover=True)
         self._reaper.start()
+        if self.pool:
+            self.pool.start()  # it stops what a crashed server left in the pool first
+        elif (self.settings.state_dir / "pool").is_dir():
+            cleaner = threading.Thread(
+                target=stop_leftovers, args=(self.settings.state_dir / "pool",), name="dli-pool-leftovers"
+            )
+            self._threads.append(cleaner)
+            cleaner.start()
 
     def close(self) -> None:
         """Stop the reaper and the sessions (or leave their drivers for the next server)."""
@@ -187,14 +216,18 @@ class SessionManager:
                 self._log(session, "the server stopped; the driver keeps running for the next server")
                 if session.driver:
                     session.driver.close()
+            stoppers = []
         else:
             stoppers = [
                 threading.Thread(target=self._end, args=(s, "success", "the server stopped")) for s in live
             ]
-            for thread in stoppers:
-                thread.start()
-            for thread in stoppers:
-                thread.join(timeout=30)
+        if self.pool:
+            # Pooled drivers are no sessions: whatever --keep-sessions says, they stop with the server.
+            stoppers.append(threading.Thread(target=self.pool.close))
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(timeout=30)
         for thread in self._threads:
             thread.join(timeout=5)
         self._store.close()
@@ -202,6 +235,16 @@ class SessionManager:
     # -- sessions ----------------------------------------------------------------------------
 
     def create(self, spec: SessionSpec, project_id: str | None = None) -> Session:
+        # Outside the lock: it may wait a moment for a pooled driver that was just launched.
+        reserved = self._reserve_pooled(spec)
+        try:
+            return self._create(spec, project_id, reserved)
+        except BaseException:
+            if reserved is not None and not reserved.claimed_by:
+                self.pool.release(reserved)
+            raise
+
+    def _create(self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None) -> Session:
         with self._lock:
             if self._closing.is_set():
                 raise Conflict("the server is shutting down; no new sessions are started.")
@@ -216,11 +259,18 @@ class SessionManager:
                 project_id=project_id,
                 workdir=self.settings.state_dir / "sessions" / str(session_id),
             )
-            session.workdir.mkdir(parents=True, exist_ok=True)
+            pooled = reserved if reserved is not None and self.pool.move(reserved, session.workdir) else None
+            if pooled is not None:
+                pooled.claimed_by = session_id
+            session.workdir.mkdir(parents=True, exist_ok=True)  # there already when a pooled driver moved in
             self._sessions[session_id] = session
             self._set_state(session, "not_started", f"session {session_id} accepted ({spec.kind})")
+            if pooled is not None:
+                session.driver = pooled.driver  # from now on the session's end stops it
+                if pooled.ready:
+                    self._adopted(session, pooled)
             self._prune()
-        self._spawn(session, recover=False)
+        self._spawn(session, recover=False, pooled=pooled)
         return session
 
     def get(self, key: str) -> Session:
@@ -281,12 +331,18 @@ class SessionManager:
 
     # -- statements --------------------------------------------------------------------------
 
-    def submit(self, session: Session, code: str, kind: str | None, max_rows: int) -> Statement:
+    def submit(
+        self, session: Session, code: str, kind: str | None, max_rows: int, result_format: str = "json"
+    ) -> Statement:
         kind = normalize_kind(kind, "kind") if kind else session.spec.kind
         if kind not in STATEMENT_KINDS:
             raise Invalid(
                 f"statement kind {kind!r} is not supported by this server yet; "
                 f"use one of {', '.join(STATEMENT_KINDS)}."
+            )
+        if result_format not in RESULT_FORMATS:
+            raise Invalid(
+                f"'resultFormat' must be one of {', '.join(RESULT_FORMATS)} (got {result_format!r})."
             )
         with self._changed:
             if session.state == "error":
@@ -295,7 +351,13 @@ class SessionManager:
                 raise Conflict(
                     f"session {session.id} is {session.state} and cannot run statements; start a new session."
                 )
-            statement = Statement(id=len(session.statements), code=code, kind=kind, max_rows=max_rows)
+            statement = Statement(
+                id=len(session.statements),
+                code=code,
+                kind=kind,
+                max_rows=max_rows,
+                result_format=result_format,
+            )
             session.statements.append(statement)
             session.queue.append(statement)
             session.last_activity = time.monotonic()
@@ -324,9 +386,51 @@ class SessionManager:
             if statement.job_group is None:
                 return  # sent but not started: _started interrupts it as soon as it starts
             statement.cancel_sent = time.monotonic()
-            driver = session.driver
-        if driver:
-            driver.interrupt()
+            # Under the lock: the statement cannot finish, nor the next one start, before the signal is
+            # sent, so it never lands in the next statement (a long-polling client sends that one at once).
+            if session.driver:
+                session.driver.interrupt()
+
+    def arrow_result(self, session: Session, statement: Statement) -> Path:
+        """The file holding a finished statement's Arrow IPC stream."""
+        if statement.result_format != "arrow":
+            raise NotFound(
+                f'statement {statement.id} has no Arrow result; submit it with "resultFormat": "arrow".'
+            )
+        if statement.state != "available" or (statement.output or {}).get("status") != "ok":
+            raise Conflict(f"statement {statement.id} is {statement.state} and has no result to fetch.")
+        path = session.workdir / arrow_results.result_path(statement.id)
+        if not path.is_file():
+            raise NotFound(
+                f"the Arrow result of statement {statement.id} is gone (a session keeps its two newest); "
+                "run the statement again."
+            )
+        return path
+
+    @contextlib.contextmanager
+    def watch(
+        self, session: Session, statement: Statement | None, wake: Callable[[], None]
+    ) -> Iterator[None]:
+        """Call ``wake()`` whenever ``statement`` (or, without one, the session) changes state, until the
+        block ends. It is called from the manager's threads with the lock held, so it must not block."""
+        key = (session.id, None if statement is None else statement.id)
+        with self._lock:
+            self._watchers.setdefault(key, set()).add(wake)
+        try:
+            yield
+        finally:
+            with self._lock:
+                watchers = self._watchers.get(key, set())
+                watchers.discard(wake)
+                if not watchers:
+                    self._watchers.pop(key, None)
+
+    def log_size(self, session: Session) -> int:
+        """The session log's size in bytes: it says whether there are new lines without reading them."""
+        try:
+            return session.log_path.stat().st_size
+        except OSError:
+            return 0
 
     def completion(self, session: Session, code: str, kind: str | None, cursor: int) -> list[str]:
         kind = normalize_kind(kind) if kind else session.spec.kind
@@ -342,18 +446,20 @@ class SessionManager:
 
     # -- the worker: one thread per session ---------------------------------------------------
 
-    def _spawn(self, session: Session, recover: bool) -> None:
+    def _spawn(self, session: Session, recover: bool, pooled: PooledDriver | None = None) -> None:
         thread = threading.Thread(
-            target=self._work, args=(session, recover), name=f"dli-session-{session.id}", daemon=True
+            target=self._work, args=(session, recover, pooled), name=f"dli-session-{session.id}", daemon=True
         )
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
 
-    def _work(self, session: Session, recover: bool) -> None:
+    def _work(self, session: Session, recover: bool, pooled: PooledDriver | None = None) -> None:
         try:
             if recover:
                 self._reconnect(session)
+            elif pooled is not None:
+                self._wait_pooled(session, pooled)
             else:
                 self._start_driver(session)
         except DriverError as err:
@@ -407,6 +513,53 @@ class SessionManager:
             statement.cancel_sent = time.monotonic()
         session.driver.interrupt()
 
+    def _reserve_pooled(self, spec: SessionSpec) -> PooledDriver | None:
+        """A pooled driver for a session with this spec, if it is one the pool's drivers were started with."""
+        if self.pool is None or spec.kind not in POOLED_KINDS:
+            return None
+        return self.pool.reserve(self._settings_for(spec, ""))
+
+    def _adopted(self, session: Session, pooled: PooledDriver) -> None:
+        with self._lock:
+            session.app_id, session.ui_url = pooled.info["appId"], pooled.info["sparkUiUrl"]
+            self._set_state(
+                session,
+                "busy" if session.queue else "idle",
+                f"took a driver from the warm pool (Spark application {session.app_id})",
+            )
+
+    def _wait_pooled(self, session: Session, pooled: PooledDriver) -> None:
+        """Wait for a pooled driver still starting; if it fails, start one of our own."""
+        if pooled.ready:
+            return  # adopted in create()
+        with self._lock:
+            if session.stopping:
+                return
+            self._set_state(session, "starting", "waiting for a pooled driver that is starting")
+        if self.pool.wait(pooled, give_up=lambda: session.stopping):
+            with self._lock:
+                if session.stopping:
+                    return
+                self._adopted(session, pooled)
+            return
+        if session.stopping:
+            return
+        self._log(session, f"the pooled driver failed to start ({pooled.error}); starting a new one")
+        pooled.driver.stop()
+        with self._lock:
+            session.driver = None
+        self._start_driver(session)
+
+    def _boot(self, driver: Driver, settings: dict[str, Any]) -> dict[str, Any]:
+        """Start Spark in a driver that answers; its app info."""
+        return json.loads(
+            driver.call(
+                f"_dli.bootstrap({json.dumps(settings)!r})",
+                setup="import dli_kernel.server.runtime as _dli",
+                timeout=self.settings.start_timeout,
+            )
+        )
+
     def _start_driver(self, session: Session) -> None:
         with self._lock:
             if session.stopping:
@@ -414,14 +567,7 @@ class SessionManager:
             self._set_state(session, "starting", "starting the driver")
             session.driver = Driver.launch(session.workdir, session.log_path, self._driver_env())
         session.driver.wait_ready(timeout=60)
-        settings = json.dumps(self._spark_settings(session))
-        info = json.loads(
-            session.driver.call(
-                f"_dli.bootstrap({settings!r})",
-                setup="import dli_kernel.server.runtime as _dli",
-                timeout=self.settings.start_timeout,
-            )
-        )
+        info = self._boot(session.driver, self._spark_settings(session))
         with self._lock:
             if session.stopping:
                 return
@@ -462,6 +608,10 @@ class SessionManager:
             self._changed.notify_all()
 
     def _code_for(self, statement: Statement) -> str:
+        if statement.result_format == "arrow":
+            return arrow_results.statement_code(
+                statement.code, statement.kind, statement.max_rows, statement.id
+            )
         if statement.kind == "sql":
             # repr() of a str is a Python literal of exactly that string: nothing in it can escape.
             return f"_dli.run_sql({statement.code!r}, max_rows={int(statement.max_rows)})"
@@ -478,7 +628,9 @@ class SessionManager:
         return env
 
     def _spark_settings(self, session: Session) -> dict[str, Any]:
-        spec = session.spec
+        return self._settings_for(session.spec, session.spec.name or f"dli-session-{session.id}")
+
+    def _settings_for(self, spec: SessionSpec, app_name: str) -> dict[str, Any]:
         res = spec.effective_resources()
         master = self.settings.master
         if master.startswith("local"):
@@ -504,7 +656,7 @@ class SessionManager:
             if values:
                 conf[key] = ",".join(values)
         conf.update(spec.conf)  # the user's conf wins over ours
-        return {"master": master, "app_name": spec.name or f"dli-session-{session.id}", "conf": conf}
+        return {"master": master, "app_name": app_name, "conf": conf}
 
     # -- the reaper ---------------------------------------------------------------------------
 
@@ -521,18 +673,20 @@ class SessionManager:
                 elif session.state == "idle" and session.driver and not session.driver.is_alive():
                     self._end(session, "dead", "the driver process exited")
 
-    @staticmethod
-    def _repeat_interrupts(session: Session, now: float) -> None:
-        """A first interrupt lets a Spark call fail on its own; code that ignores it gets another."""
-        for statement in session.statements[-1:]:
-            if (
-                statement.state == "cancelling"
-                and statement.job_group
-                and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER
-            ):
-                statement.cancel_sent = now
-                if session.driver:
-                    session.driver.interrupt()
+    def _repeat_interrupts(self, session: Session, now: float) -> None:
+        """A first interrupt lets a Spark call fail on its own; code that ignores it gets another.
+
+        Checked and sent under the lock, so that it cannot reach a statement that started in between."""
+        with self._lock:
+            for statement in session.statements[-1:]:
+                if (
+                    statement.state == "cancelling"
+                    and statement.job_group
+                    and now - statement.cancel_sent > REPEAT_INTERRUPT_AFTER
+                ):
+                    statement.cancel_sent = now
+                    if session.driver:
+                        session.driver.interrupt()
 
     @staticmethod
     def _expired(session: Session, now: float) -> str | None:
@@ -571,6 +725,8 @@ class SessionManager:
                     self._finish(session, statement, "cancelled", output)
             session.queue.clear()
             self._set_state(session, final_state, reason)
+        # Arrow results can be large; an ended session's are of no further use.
+        shutil.rmtree(session.workdir / arrow_results.RESULTS_DIR, ignore_errors=True)
 
     def _set_state(self, session: Session, state: str, message: str | None = None) -> None:
         with self._changed:
@@ -580,6 +736,7 @@ class SessionManager:
             session.updated = now_ms()
             self._store.save_session(session.id, session.record())
             self._changed.notify_all()
+            self._wake((session.id, None))
 
     def _finish(self, session: Session, statement: Statement, state: str, output: dict | None) -> None:
         statement.state = state
@@ -590,7 +747,14 @@ class SessionManager:
         self._changed.notify_all()
 
     def _save_statement(self, session: Session, statement: Statement) -> None:
+        # Every state change of a statement is saved, so this is where long-polls learn of them.
         self._store.save_statement(session.id, statement.id, statement.record())
+        self._wake((session.id, statement.id))
+
+    def _wake(self, key: tuple[int, int | None]) -> None:
+        with self._lock:
+            for wake in list(self._watchers.get(key, ())):
+                wake()
 
     def _log(self, session: Session, message: str) -> None:
         stamp = time.strftime("%y/%m/%d %H:%M:%S")

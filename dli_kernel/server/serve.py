@@ -14,12 +14,16 @@ from pathlib import Path
 
 import uvicorn
 
-from dli_kernel.server.app import create_app
+from dli_kernel.server.app import create_app, prepare_held_requests, release_held_requests
 from dli_kernel.server.manager import SessionManager, Settings
 from dli_kernel.server.store import Store
 
 SERVER_FILE = "server.json"
 TOKEN_ENV = "DLI_KERNEL_SERVER_TOKEN"
+DEFAULT_POOL = 1
+# Kernels send a heartbeat every 30 s and cells at any time: keep their connection open in between, so a
+# cell after a pause does not pay for a new one (uvicorn's default closes it after 5 s).
+KEEP_ALIVE = 75
 log = logging.getLogger("dli_kernel.server")
 
 
@@ -60,7 +64,11 @@ def serve(
     master: str = "local[*]",
     keep_sessions_on_exit: bool = False,
     announce: bool = True,
+    pool: int = DEFAULT_POOL,
 ) -> None:
+    """Serve until SIGTERM/SIGINT. ``pool`` drivers are started ahead for sessions with the default spec."""
+    if pool < 0:
+        raise ServerConfigError(f"the pool size must be 0 (no pool) or more (got {pool}).")
     token = os.environ.get(TOKEN_ENV, "")
     if not is_loopback(host) and not token:
         raise ServerConfigError(
@@ -87,13 +95,16 @@ def serve(
     url = f"http://{shown_host}:{bound_port}"
 
     manager = SessionManager(
-        Settings(state_dir=state_dir, master=master, keep_sessions_on_exit=keep_sessions_on_exit),
+        Settings(
+            state_dir=state_dir, master=master, keep_sessions_on_exit=keep_sessions_on_exit, pool_size=pool
+        ),
         Store(state_dir / "sessions.db"),
     )
     server_file = state_dir / SERVER_FILE
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
+        prepare_held_requests(app)
         manager.start()
         _write_private(
             server_file,
@@ -109,5 +120,19 @@ def serve(
 
     app = create_app(manager, token, url)
     app.router.lifespan_context = lifespan
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[sock])
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE
+    )
+    _Server(config, app).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn waits for requests in flight before it stops; long-polls are told to answer at once."""
+
+    def __init__(self, config: uvicorn.Config, app: object) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        release_held_requests(self._app)
+        super().handle_exit(sig, frame)

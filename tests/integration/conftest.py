@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,9 +28,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class Server:
-    """A ``dli-kernel server`` process and a requests session that carries its token."""
+    """A ``dli-kernel server`` process and a requests session that carries its token.
 
-    def __init__(self, state_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    Without a warm pool unless ``pool`` says so: most tests are about the cold path (starting, queued while
+    starting, delete while starting), and a pool would hand them ready drivers; tests/integration/
+    test_fast_paths.py runs its own servers with one.
+    """
+
+    def __init__(self, state_dir: Path, extra_args: tuple[str, ...] = (), pool: int = 0) -> None:
         self.state_dir = state_dir
         self.stderr_path = state_dir.parent / f"{state_dir.name}-stderr.log"
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - lives as long as the process
@@ -43,6 +49,8 @@ class Server:
                 "0",
                 "--state-dir",
                 str(state_dir),
+                "--pool",
+                str(pool),
                 *extra_args,
             ],
             stdout=subprocess.PIPE,
@@ -149,6 +157,15 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def driver_pids(state_dir: Path) -> list[int]:
+    """Every driver a server on ``state_dir`` started: sessions' and pooled ones."""
+    pids = []
+    for pid_file in [*state_dir.glob("sessions/*/driver.pid"), *state_dir.glob("pool/*/driver.pid")]:
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text()))
+    return pids
+
+
 def wait_gone(pid: int, timeout: float = 30) -> bool:
     """Wait until the driver ``pid`` and every process it started are gone."""
     deadline = time.monotonic() + timeout
@@ -176,6 +193,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.delete(f"/sessions/{session['id']}")
     code = server.stop()
     assert not leaked, f"tests left sessions behind: {[s['id'] for s in leaked]}"
+    assert all(wait_gone(pid, timeout=5) for pid in driver_pids(state_dir)), "a driver outlived the server"
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
     assert not (state_dir / "server.json").exists()
     assert server.token not in server.stderr_path.read_text(errors="replace")

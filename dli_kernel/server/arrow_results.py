@@ -1,0 +1,105 @@
+"""Arrow results: the code a session's driver runs for a statement sent with ``"resultFormat": "arrow"``.
+
+The result is written as an Arrow IPC stream to ``results/<statement id>.arrow`` in the session's workdir
+(the driver's working directory) and served as bytes by ``GET .../statements/{id}/result``; the statement's
+own output only describes it. So a million rows never pass through the kernel's messages, the manager's
+memory or the session store. Spark's own Arrow collection (``DataFrame.toArrow``) builds the table: no
+row objects, no per-value conversion.
+
+The manager imports this module for ``statement_code`` and ``result_path``; everything else runs in the
+driver and imports pyarrow and pyspark only there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ARROW_STREAM_MIME = "application/vnd.apache.arrow.stream"
+ARROW_RESULT_MIME = "application/vnd.dli-kernel.arrow-result+json"
+TIMEZONE_KEY = b"dli_kernel.timezone"  # schema metadata: Spark's session time zone, for naive timestamps
+RESULTS_DIR = "results"
+KEEP_RESULTS = 2  # per session: the newest, and the one before it for a client still reading it
+
+
+def result_path(statement_id: int) -> str:
+    """Where statement ``statement_id``'s stream goes, relative to the session's workdir."""
+    return f"{RESULTS_DIR}/{int(statement_id)}.arrow"
+
+
+def statement_code(code: str, kind: str, max_rows: int, statement_id: int) -> str:
+    """The code the driver runs for an Arrow statement: ``code`` is SQL, or a Python expression for a
+    DataFrame. repr() of a str is a Python literal of exactly that string, so nothing in it can escape."""
+    return (
+        "import dli_kernel.server.arrow_results as _dli_arrow\n"
+        f"_dli_arrow.run({code!r}, {kind!r}, max_rows={int(max_rows)}, path={result_path(statement_id)!r})"
+    )
+
+
+def run(source: str, kind: str, max_rows: int, path: str) -> None:
+    """Run ``source``, write its rows (up to ``max_rows``, -1 for all) to ``path``, display a summary."""
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    from IPython import get_ipython
+    from IPython.display import display
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    # A pyspark statement's code is the user's own expression for a DataFrame, run by the user.
+    value = spark.sql(source) if kind == "sql" else eval(source, get_ipython().user_ns)  # noqa: S307
+    table, total = to_arrow(value, max_rows)
+    timezone = spark.conf.get("spark.sql.session.timeZone")
+    size = write_stream(table, Path(path), timezone)
+    summary = {
+        "rows": table.num_rows,
+        "total": total,
+        "truncated": table.num_rows < total,
+        "bytes": size,
+        "columns": table.column_names,
+        "timezone": timezone,
+    }
+    display({ARROW_RESULT_MIME: summary}, raw=True)
+
+
+def to_arrow(value: Any, max_rows: int) -> tuple[Any, int]:
+    """(an Arrow table of at most ``max_rows`` rows, how many rows there are in all)."""
+    import pyarrow as pa
+
+    try:
+        import pandas as pd
+    except ImportError:
+        pd = None
+    if pd is not None and isinstance(value, pd.DataFrame):
+        table = pa.Table.from_pandas(value, preserve_index=False)
+        total = table.num_rows
+        return (table if max_rows < 0 else table.slice(0, max_rows)), total
+    if not hasattr(value, "toArrow"):
+        raise TypeError(f"an Arrow result needs a Spark or pandas DataFrame, not {type(value).__name__}")
+    if max_rows < 0:
+        table = value.toArrow()
+        return table, table.num_rows
+    table = value.limit(max_rows + 1).toArrow()
+    if table.num_rows <= max_rows:
+        return table, table.num_rows
+    return table.slice(0, max_rows), value.count()
+
+
+def write_stream(table: Any, path: Path, timezone: str) -> int:
+    """Write ``table`` as an Arrow IPC stream, atomically; older results beyond the newest few go."""
+    import pyarrow as pa
+
+    path.parent.mkdir(exist_ok=True)
+    _prune(path.parent, keep=KEEP_RESULTS - 1)
+    metadata = dict(table.schema.metadata or {})
+    metadata[TIMEZONE_KEY] = timezone.encode()
+    table = table.replace_schema_metadata(metadata)
+    scratch = path.with_suffix(".tmp")
+    with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    scratch.replace(path)
+    return path.stat().st_size
+
+
+def _prune(directory: Path, keep: int) -> None:
+    results = sorted(directory.glob("*.arrow"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+    for old in results[: max(0, len(results) - keep)]:
+        old.unlink(missing_ok=True)
