@@ -26,9 +26,17 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.display import DisplayHandle, publish_display_data
 
-from dli_kernel.client import ClientError, NotFound, SessionInfo
+from dli_kernel.client import (
+    ClientError,
+    DataFrameResult,
+    MissingDependency,
+    NotFound,
+    SessionInfo,
+    StatementInfo,
+)
+from dli_kernel.client.results import require_arrow
 from dli_kernel.notebook import Notebook
-from dli_kernel.render import render, result_dataframe, split_sql, table_bundle
+from dli_kernel.render import frame_bundle, render, split_sql, table_bundle
 from dli_kernel.session import Progress, RemoteSession, SessionFailed
 from dli_kernel.spec import KINDS, SessionSpec, SpecError, format_memory, parse_memory
 
@@ -264,18 +272,34 @@ class SparkMagics(Magics):
         if options.sample is not None:
             # A subquery keeps the user's SQL intact; the newline ends a trailing -- comment.
             last = f"SELECT * FROM (\n{last}\n) TABLESAMPLE ({options.sample * 100:g} PERCENT) AS dli_sample"
-        output = self.run(last, "sql", max_rows=options.n)
-        result = (output.get("data") or {}).get("application/json")
-        if not (isinstance(result, dict) and "schema" in result):
-            self.show(output)  # not a query (e.g. a command Livy answers with text)
-            return
         if options.o:
-            try:
-                self.shell.user_ns[options.o] = result_dataframe(result)
-            except ImportError as err:
-                raise UsageError(f"%%sql -o needs pandas: {err}") from None
+            self._sql_to_frame(last, options)
+            return
+        output = self.run(last, "sql", max_rows=options.n)
         if not options.q:
             self.show(output)
+
+    def _sql_to_frame(self, query: str, options: argparse.Namespace) -> None:
+        """``-o``: the rows come back as Arrow, straight into a pandas DataFrame."""
+        try:
+            require_arrow()
+        except MissingDependency as err:
+            raise UsageError(f"%%sql -o: {err}") from None
+        result: DataFrameResult | None = None
+
+        def fetch(session: RemoteSession, **follow: Any) -> tuple[StatementInfo, bool]:
+            nonlocal result
+            statement, cancelled, result = session.run_dataframe(query, max_rows=options.n, **follow)
+            return statement, cancelled
+
+        output = self._follow(fetch)
+        if result is None:  # a statement that is not a query, e.g. a SET, answers with text
+            if not options.q:
+                self.show(output)
+            return
+        self.shell.user_ns[options.o] = result.frame
+        if not options.q:
+            publish_display_data(frame_bundle(result.frame, result.total, options.o))
 
     @line_magic
     def send_to_spark(self, line: str) -> None:
@@ -493,6 +517,13 @@ class SparkMagics(Magics):
 
     def run(self, code: str, kind: str, max_rows: int | None = None) -> dict[str, Any]:
         """Run one statement on the notebook's session; its ``output`` (ok), or raise the error."""
+        return self._follow(
+            lambda session, **follow: session.run(code, kind=kind, max_rows=max_rows, **follow)
+        )
+
+    def _follow(self, start: Callable[..., tuple[StatementInfo, bool]]) -> dict[str, Any]:
+        """Run ``start(session, on_progress=, on_log=, interrupted=)`` with the cell's status line,
+        progress bar, log lines and Ctrl-C as cancel; the statement's ok ``output``, or raise its error."""
         session = self._ready()
         interrupted = threading.Event()
         bar = _Line()
@@ -504,13 +535,8 @@ class SparkMagics(Magics):
 
         try:
             with _interrupts_set(interrupted):
-                statement, cancelled = session.run(
-                    code,
-                    kind=kind,
-                    max_rows=max_rows,
-                    on_progress=progress,
-                    on_log=_write_log,
-                    interrupted=interrupted,
+                statement, cancelled = start(
+                    session, on_progress=progress, on_log=_write_log, interrupted=interrupted
                 )
         except SessionFailed as err:
             self.notebook.drop(note=f"the previous session ended: {str(err).splitlines()[0]}")

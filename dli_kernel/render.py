@@ -70,6 +70,22 @@ def table_bundle(names: list[str], rows: list[list[Any]], total: int) -> dict[st
     return {"text/html": table_html, "text/plain": "\n".join([*lines, note])}
 
 
+def frame_bundle(frame: Any, total: int, name: str, shown: int = 1000) -> dict[str, str]:
+    """A table of a ``-o`` DataFrame's first rows, saying how many rows the query had and ``name`` holds."""
+    import pandas as pd  # noqa: PLC0415 - only -o needs it
+
+    def cell(value: Any) -> Any:
+        scalar = not isinstance(value, list | dict | tuple) and pd.api.types.is_scalar(value)
+        return None if scalar and pd.isna(value) else value
+
+    rows = [[cell(v) for v in row] for row in frame.head(shown).itertuples(index=False, name=None)]
+    bundle = table_bundle([str(c) for c in frame.columns], rows, len(frame))
+    held = f"{name} holds {len(frame)} of {total} rows" if len(frame) < total else f"{name} holds all rows"
+    bundle["text/plain"] += f"; {held}"
+    bundle["text/html"] = bundle["text/html"].removesuffix("</p>") + f"; {html.escape(held)}</p>"
+    return bundle
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "null"
@@ -121,7 +137,8 @@ def _column(pd: Any, values: list[Any], spark_type: Any) -> Any:
         dates = [None if v is None else datetime.date.fromisoformat(v) for v in values]
         return pd.Series(dates, dtype="object")
     if name.startswith("timestamp"):
-        return pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601").astype("datetime64[ns]")
+        stamps = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601")
+        return stamps.astype("datetime64[us]")  # Spark keeps microseconds
     return pd.Series(values, dtype="object")
 
 

@@ -79,7 +79,8 @@ def arrow_to_pandas(table: Any) -> Any:
     Integer and boolean columns with nulls become pandas' nullable ``Int64``/``boolean`` (plain numpy
     would turn them into floats or objects); without nulls they stay ``int64``/``bool``. Timestamps with
     a time zone become naive times in the Spark session's time zone, as ``toPandas`` and Livy's JSON show
-    them. Decimals stay exact (``decimal.Decimal``), dates are ``datetime.date``, maps become dicts.
+    them. Decimals stay exact (``decimal.Decimal``), dates are ``datetime.date``; maps and structs
+    become dicts, arrays lists.
     """
     import pyarrow.types as types
 
@@ -89,10 +90,21 @@ def arrow_to_pandas(table: Any) -> Any:
         column = table.column(index)
         if column.null_count and (types.is_integer(field.type) or types.is_boolean(field.type)):
             frame.isetitem(index, column.to_pandas(types_mapper=_nullable_dtypes().get))
+        elif types.is_list(field.type) or types.is_large_list(field.type) or types.is_struct(field.type):
+            # Python lists and dicts all the way down, as Livy's JSON gives them (not numpy arrays).
+            frame.isetitem(index, _objects(column.to_pylist()))
         elif types.is_timestamp(field.type) and field.type.tz and timezone:
             series = frame.iloc[:, index]
             frame.isetitem(index, series.dt.tz_convert(timezone.decode()).dt.tz_localize(None))
     return frame
+
+
+def _objects(values: list[Any]) -> Any:
+    import pandas as pd
+
+    series = pd.Series([None] * len(values), dtype=object)
+    series[:] = values  # assigned, not constructed: pandas would otherwise unpack equal-length lists
+    return series
 
 
 def _nullable_dtypes() -> dict[Any, Any]:

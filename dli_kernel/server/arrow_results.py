@@ -75,12 +75,34 @@ def to_arrow(value: Any, max_rows: int) -> tuple[Any, int]:
     if not hasattr(value, "toArrow"):
         raise TypeError(f"an Arrow result needs a Spark or pandas DataFrame, not {type(value).__name__}")
     if max_rows < 0:
-        table = value.toArrow()
+        table = _collect(value)
         return table, table.num_rows
-    table = value.limit(max_rows + 1).toArrow()
+    table = _collect(value.limit(max_rows + 1))
     if table.num_rows <= max_rows:
         return table, table.num_rows
     return table.slice(0, max_rows), value.count()
+
+
+def _collect(frame: Any) -> Any:
+    """``frame.toArrow()``; Spark's converter refuses a null struct, array or map whose inner fields are
+    declared non-null, so such a frame is collected again with every field declared nullable."""
+    import pyarrow as pa
+
+    try:
+        return frame.toArrow()
+    except pa.ArrowInvalid:
+        return frame.to(_all_nullable(frame.schema)).toArrow()
+
+
+def _all_nullable(schema: Any) -> Any:
+    import json
+
+    from pyspark.sql.types import StructType
+
+    text = json.dumps(schema.jsonValue())
+    for flag in ("nullable", "containsNull", "valueContainsNull"):
+        text = text.replace(f'"{flag}": false', f'"{flag}": true')
+    return StructType.fromJson(json.loads(text))
 
 
 def write_stream(table: Any, path: Path, timezone: str) -> int:

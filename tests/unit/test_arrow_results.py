@@ -178,3 +178,14 @@ def test_parse_inline_reads_what_the_session_printed() -> None:
 def test_parse_inline_without_a_result_says_what_was_printed() -> None:
     with pytest.raises(ClientError, match="without an Arrow result.*'hello'"):
         parse_inline({"status": "ok", "data": {"text/plain": "hello"}})
+
+
+def test_nested_values_become_python_lists_and_dicts() -> None:
+    import pyarrow as pa
+
+    from dli_kernel.client.results import arrow_to_pandas
+
+    table = pa.table({"a": pa.array([[1, 2], [3, 4], None]), "s": pa.array([{"k": [1]}, None, {"k": []}])})
+    frame = arrow_to_pandas(table)
+    assert frame["a"].tolist() == [[1, 2], [3, 4], None] and type(frame["a"][0]) is list
+    assert frame["s"].tolist() == [{"k": [1]}, None, {"k": []}]

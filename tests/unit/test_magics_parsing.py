@@ -131,7 +131,7 @@ def test_result_dataframe_dtypes_and_nulls() -> None:
     }
     df = result_dataframe(result)
     assert [str(t) for t in df.dtypes] == [
-        "Int64", "int64", "float64", "object", "object", "bool", "object", "datetime64[ns]", "object",
+        "Int64", "int64", "float64", "object", "object", "bool", "object", "datetime64[us]", "object",
         "float64",
     ]  # fmt: skip
     assert df["dec"][0] == decimal.Decimal("1.25") and df["d"][0] == datetime.date(2024, 2, 29)
