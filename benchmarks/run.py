@@ -110,6 +110,25 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def extensions(self) -> list[str]:
+        """What the server adds to Livy (GET /version lists it, where the server has any)."""
+        return self.http.get(f"{self.url}/version", timeout=30).json().get("extensions", [])
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        """Wait until a warm pool, if the server reports one (GET /pool), is full and the server and its
+        drivers are quiet: no session being started or deleted. Returns the seconds waited."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            answer = self.http.get(f"{self.url}/pool", timeout=30)
+            if answer.status_code != 200:
+                break
+            pool = answer.json()
+            if pool.get("ready", 0) >= pool.get("size", 0):
+                break
+            time.sleep(0.5)
+        wait_quiet(self.pid, timeout=max(10.0, timeout - (time.monotonic() - began)))
+        return time.monotonic() - began
+
     def session_ids(self) -> set[int]:
         """Live sessions (ended ones are not listed by default)."""
         sessions = self.http.get(f"{self.url}/sessions", params={"size": 1000}, timeout=30).json()["sessions"]
@@ -153,8 +172,14 @@ class Kernels:
             self.shutdown(self.started)
 
     def shutdown(self, kernels: list[Kernel]) -> None:
+        def stop(kernel: Kernel) -> None:
+            try:
+                kernel.shutdown()
+            except Exception as err:  # noqa: BLE001 - the other kernels must still be stopped
+                log(f"{kernel.label}: shutdown failed: {type(err).__name__}: {err}")
+
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(kernels)))) as pool:
-            list(pool.map(lambda k: k.shutdown(), kernels))
+            list(pool.map(stop, kernels))
         for kernel in kernels:
             if kernel in self.started:
                 self.started.remove(kernel)
@@ -183,9 +208,16 @@ class Kernels:
         return self._add(Kernel(label, peer.KERNEL_NAME, peer.kernels_dir(), env), start)
 
     def plain(self) -> Kernel:
-        return self._add(
-            Kernel("ipykernel", "python3", Path(sys.prefix) / "share/jupyter/kernels", self._env())
-        )
+        """A plain ipykernel from this Python, for the floor."""
+        spec_dir = self.ctx.tmp / "plain-kernels"
+        (spec_dir / "python3").mkdir(parents=True, exist_ok=True)
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3",
+            "language": "python",
+        }
+        (spec_dir / "python3" / "kernel.json").write_text(json.dumps(spec))
+        return self._add(Kernel("ipykernel", "python3", spec_dir, self._env()))
 
     def _add(self, kernel: Kernel, start: bool = True) -> Kernel:
         self.started.append(kernel)
@@ -207,13 +239,15 @@ def warm_up(kernel: Kernel, timeout: float = 900) -> Cell:
     return cell
 
 
-def http_round_trip(server: Server, session_id: int) -> float:
-    """POST a `1+1` statement and GET it until it is available, with no sleep between polls."""
+def http_round_trip(server: Server, session_id: int, long_poll: bool) -> float:
+    """POST a `1+1` statement and GET it until it is available: with the server's long-poll where it has
+    one, else with no sleep between polls."""
     url = f"{server.url}/sessions/{session_id}/statements"
+    params = {"wait": "10"} if long_poll else None
     began = time.perf_counter()
     statement = server.http.post(url, json={"code": "1+1"}, timeout=30).json()
     while statement["state"] in ("waiting", "running"):
-        statement = server.http.get(f"{url}/{statement['id']}", timeout=30).json()
+        statement = server.http.get(f"{url}/{statement['id']}", params=params, timeout=30).json()
     seconds = time.perf_counter() - began
     if statement["state"] != "available" or statement["output"]["data"].get("text/plain") != "2":
         raise RuntimeError(f"raw HTTP 1+1 failed: {str(statement.get('output'))[:300]}")
@@ -251,6 +285,7 @@ def bench_round_trip(ctx: Context) -> None:
         warm_up(theirs)
         plain = kernels.plain()
         warm_up(plain, timeout=60)
+        long_poll = "wait" in server.extensions()
 
         times: dict[str, list[float]] = {"ours": [], "peer": [], "plain": [], "http": []}
         errors: dict[str, int] = {"ours": 0, "peer": 0}
@@ -262,13 +297,14 @@ def bench_round_trip(ctx: Context) -> None:
                     errors[side] = errors.get(side, 0) + 1
                 if i:
                     times[side].append(cell.seconds)
-            seconds = http_round_trip(server, our_session)
+            seconds = http_round_trip(server, our_session, long_poll)
             if i:
                 times["http"].append(seconds)
 
     ours_ms, peer_ms = Stat.of(times["ours"], 1000), Stat.of(times["peer"], 1000)
     http_ms, plain_ms = Stat.of(times["http"], 1000), Stat.of(times["plain"], 1000)
     ok = peer_ms.median >= 10 * ours_ms.median and ours_ms.median - http_ms.median <= 15
+    polling = "long-poll GET" if long_poll else "GET without sleeps"
     ctx.report.add(
         Row(
             bench,
@@ -282,6 +318,7 @@ def bench_round_trip(ctx: Context) -> None:
         Row(bench, "floor: plain local ipykernel 1+1 (ms)", None, None, plain_ms),
         Row(bench, "what ours adds to the raw HTTP floor (ms)", Stat(ours_ms.median - http_ms.median)),
     )
+    ctx.report.note(f"round trip: the raw HTTP floor polls with {polling}")
     if any(errors.values()):
         ctx.report.note(f"round trip: failed cells: ours {errors['ours']}, sparkmagic {errors['peer']}")
 
@@ -482,7 +519,7 @@ def bench_first_result(ctx: Context) -> None:
     with running_server(ctx, "warm") as server, Kernels(ctx, server) as kernels:
         for rep in range(reps):
             for name in ("ours", "peer") if rep % 2 == 0 else ("peer", "ours"):
-                waited = wait_quiet(server.pid)  # a warm pool has refilled, deleted sessions are gone
+                waited = server.wait_ready()  # a warm pool has refilled, deleted sessions are gone
                 log(f"first result: warm server (quiet after {waited:.0f} s), {name}, rep {rep + 1}")
                 kernel = kernels.ours(start=False) if name == "ours" else kernels.peer(start=False)
                 warm[name].append(timed_first_result(kernel))
@@ -539,7 +576,7 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
         client.start()
     with ThreadPoolExecutor(max_workers=len(clients)) as pool:
         list(pool.map(lambda k: warm_up(k, timeout=1800), clients))
-    wait_quiet(server.pid)
+    server.wait_ready()
     log(f"load: {name}: idle round trip on one client")
     idle = [clients[0].run("1+1", timeout=120).seconds for _ in range(sizes.idle_round_trips)]
 
@@ -548,10 +585,13 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
     errors: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(len(clients))
+    stop = threading.Event()  # Ctrl-C: the clients finish their current cell and return
 
     def client_loop(kernel: Kernel) -> None:
         start.wait()
         for _ in range(sizes.load_statements):
+            if stop.is_set():
+                return
             cell = kernel.run("1+1", timeout=300)
             with lock:
                 if printed_two(cell):
@@ -561,7 +601,12 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
 
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-        list(pool.map(client_loop, clients))
+        try:
+            list(pool.map(client_loop, clients))
+        except BaseException:
+            stop.set()
+            start.abort()
+            raise
     wall = time.perf_counter() - began
     server_peak, drivers_peak, drivers = server_memory(server)
     log(f"load: {name}: shutting the kernels down")
@@ -578,7 +623,7 @@ def bench_load(ctx: Context) -> None:
     with running_server(ctx, "load") as server, Kernels(ctx, server) as kernels:
         for name in ("ours", "peer"):
             results[name] = load_side(ctx, server, kernels, name)
-            wait_quiet(server.pid)
+            server.wait_ready()
     ours, theirs = results["ours"], results["peer"]
 
     def rate(f: LoadFigures) -> Stat:
