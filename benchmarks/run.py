@@ -483,10 +483,13 @@ def bench_transfer(ctx: Context) -> None:
                     seconds.peer.median >= 10 * seconds.ours.median
                     and seconds.ours.median <= 2 * floor_s.median
                 )
-            peak.target = "<= 3x the DataFrame"
+            # The "kernel peak memory at most 3x the DataFrame": judged as written (the whole
+            # process), and without the kernel's baseline (imports, IPython), which no transfer can shrink.
+            peak.target, growth.target = "<= 3x the DataFrame", "<= 3x the DataFrame (no baseline)"
             df_size = frame.ours if isinstance(frame.ours, Stat) else floor_df
-            if isinstance(peak.ours, Stat) and isinstance(df_size, Stat):
-                peak.verdict = verdict(peak.ours.median <= 3 * df_size.median)
+            for row in (peak, growth):
+                if isinstance(row.ours, Stat) and isinstance(df_size, Stat):
+                    row.verdict = verdict(row.ours.median <= 3 * df_size.median)
         ctx.report.add(seconds, peak, growth, frame)
     for name, side in sides.items():
         for failure in side.failures:
