@@ -577,17 +577,30 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
         kernels.ours(f"ours-{i}", start=False) if name == "ours" else kernels.peer(f"peer-{i}", start=False)
         for i in range(sizes.load_clients)
     ]
+    everyone = list(clients)
     for client in clients:
         client.start()
+
+    def first_cell(kernel: Kernel) -> str:
+        try:
+            warm_up(kernel, timeout=1800)
+            return ""
+        except RuntimeError as err:
+            return str(err)
+
+    # A session that cannot start under load is an error of the run, not a reason to stop it.
     with ThreadPoolExecutor(max_workers=len(clients)) as pool:
-        list(pool.map(lambda k: warm_up(k, timeout=1800), clients))
+        why_not = list(pool.map(first_cell, clients))
+    errors: list[str] = [f"first cell: {why}" for why in why_not if why]
+    clients = [kernel for kernel, why in zip(clients, why_not, strict=True) if not why]
+    if not clients:
+        raise RuntimeError(f"{name}: no kernel got a session: {errors[0]}")
     server.wait_ready()
     log(f"load: {name}: idle round trip on one client")
     idle = [clients[0].run("1+1", timeout=120).seconds for _ in range(sizes.idle_round_trips)]
 
     log(f"load: {name}: {len(clients)} clients x {sizes.load_statements} statements")
     latencies: list[float] = []
-    errors: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(len(clients))
     stop = threading.Event()  # Ctrl-C: the clients finish their current cell and return
@@ -615,7 +628,7 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
     wall = time.perf_counter() - began
     server_peak, drivers_peak, drivers = server_memory(server)
     log(f"load: {name}: shutting the kernels down")
-    kernels.shutdown(clients)
+    kernels.shutdown(everyone)
     if not server.wait_no_sessions():
         ctx.report.note(f"load, {name}: sessions still live 180 s after its kernels were shut down")
     return LoadFigures(idle, latencies, wall, errors, server_peak, drivers_peak, drivers)
