@@ -39,11 +39,12 @@ class Row:
     floor: Value = None
     target: str = ""
     verdict: str = ""  # "pass", "miss" or "" (no target, or nothing to judge)
+    compare: bool = True  # False where a ratio means nothing (counts of errors)
 
     @property
     def ratio(self) -> float | None:
         """Ours over the peer's median: below 1 is faster (or smaller) than sparkmagic."""
-        if isinstance(self.ours, Stat) and isinstance(self.peer, Stat) and self.peer.median:
+        if self.compare and isinstance(self.ours, Stat) and isinstance(self.peer, Stat) and self.peer.median:
             return self.ours.median / self.peer.median
         return None
 

@@ -231,11 +231,21 @@ def printed_two(cell: Cell) -> bool:
     return cell.ok and cell.text.rstrip().endswith("2") and "An internal error" not in cell.text
 
 
+def what_failed(cell: Cell, limit: int = 240) -> str:
+    """One line for a failed cell: its error, or sparkmagic's message (which comes as ok text)."""
+    text = cell.error or cell.text
+    start = text.find("fatal error")  # sparkmagic: "The code failed because of a fatal error: <why>"
+    if start < 0:
+        start = text.find("An internal error")
+    text = " ".join(text[max(start, 0) :].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def warm_up(kernel: Kernel, timeout: float = 900) -> Cell:
     """The first `1+1`: the kernel's session is created (or awaited) here."""
     cell = kernel.run("1+1", timeout=timeout)
     if not printed_two(cell):
-        raise RuntimeError(f"{kernel.label}: the first 1+1 cell failed: {cell.error or cell.text[-300:]}")
+        raise RuntimeError(f"{kernel.label}: the first 1+1 cell failed: {what_failed(cell)}")
     return cell
 
 
@@ -359,7 +369,7 @@ def probe_transfer(side: TransferSide) -> None:
     side.has_local = local_value(kernel, "1+1") == "2"
     cell = kernel.run(sql_cell(0, "SELECT 1 AS x UNION ALL SELECT 2"), timeout=300)
     if not cell.ok or "An internal error" in cell.text:
-        side.unavailable = f"%%sql -o does not work yet: {(cell.error or cell.text).strip()[-200:]}"
+        side.unavailable = f"%%sql -o does not work yet: {what_failed(cell)}"
         return
     if side.has_local and local_value(kernel, "len(df)") != "2":
         side.unavailable = "%%sql -o ran but left no 2-row DataFrame `df` in the kernel"
@@ -374,7 +384,7 @@ def transfer_once(side: TransferSide, rows: int) -> None:
     cell = kernel.run(sql_cell(rows), timeout=3600)
     peak = peak_rss_mb(kernel.pid)
     if not cell.ok or "An internal error" in cell.text:
-        side.failures.append(f"{rows} rows: {(cell.error or cell.text).strip()[-200:]}")
+        side.failures.append(f"{rows} rows: {what_failed(cell)}")
         return
     if side.has_local:
         got = local_value(kernel, "(len(df), int(df.memory_usage(deep=True).sum()))")
@@ -615,7 +625,7 @@ def load_side(ctx: Context, server: Server, kernels: Kernels, name: str) -> Load
                 if printed_two(cell):
                     latencies.append(cell.seconds)
                 else:
-                    errors.append(f"{kernel.label}: {(cell.error or cell.text).strip()[-150:]}")
+                    errors.append(f"{kernel.label}: {what_failed(cell)}")
 
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(clients)) as pool:
@@ -669,6 +679,7 @@ def bench_load(ctx: Context) -> None:
             None,
             "zero",
             verdict(not ours.errors),
+            compare=False,
         ),
         Row(bench, "server peak RSS (MB)", Stat(ours.server_peak_mb), Stat(theirs.server_peak_mb)),
         Row(

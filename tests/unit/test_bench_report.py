@@ -9,7 +9,9 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the benchmarks are scripts, not a package
 
+from kernels import Cell  # noqa: E402
 from report import Report, Row, Stat, format_table, number, verdict  # noqa: E402
+from run import what_failed  # noqa: E402
 from table import query, setup_cell, view_sql  # noqa: E402
 
 
@@ -26,6 +28,7 @@ def test_ratio_is_ours_over_peer_and_needs_both() -> None:
     assert Row("b", "f", Stat(20), Stat(200)).ratio == 0.1
     assert Row("b", "f", "not available: no magic", Stat(200)).ratio is None
     assert Row("b", "f", Stat(20), None).ratio is None
+    assert Row("b", "errors", Stat(0), Stat(1), compare=False).ratio is None
 
 
 def test_numbers_keep_three_significant_places() -> None:
@@ -78,3 +81,14 @@ def test_views_are_one_definition_for_every_side() -> None:
     cell = setup_cell([1000, 10])
     compile(cell, "<cell>", "exec")  # a valid cell, the SQL inside quoted by repr
     assert view_sql(1000) in cell and view_sql(10) in cell
+
+
+def test_a_failed_cell_is_one_line_from_sparkmagic_s_reason() -> None:
+    text = (
+        "Starting Spark application\nThe code failed because of a fatal error:\n\tSession 3 unexpectedly "
+        "reached final status 'error'.\n\nSome things to try:\na) Make sure Spark has enough resources"
+    )
+    line = what_failed(Cell(1.0, "ok", text), limit=80)
+    assert line.startswith("fatal error: Session 3 unexpectedly reached final status 'error'.")
+    assert "\n" not in line and len(line) == 80 and line.endswith("...")
+    assert what_failed(Cell(1.0, "error", error="UsageError: no %%sql")) == "UsageError: no %%sql"
