@@ -112,6 +112,10 @@ class RemoteSession:
             raise SessionFailed(f"the session was not created within {timeout:.0f} s.")
         if self._create_error is not None:
             raise SessionFailed(f"the session could not be created: {self._create_error}")
+        if self.ever_ready:
+            # No GET on every cell's hot path: a session that ended since is found out by the statement
+            # POST itself (404 or 409), which ``run`` reports as lost.
+            return self.info
         interval = FIRST_POLL
         while True:
             info = self.client.get_session(self.info.id)
