@@ -202,7 +202,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def pyspark(server: Server) -> Iterator[int]:
     """One pyspark session shared by the tests that only run statements on it."""
-    session = server.create(kind="pyspark", name="shared-pyspark", heartbeatTimeoutInSecond=600)
+    # Tests that use it run minutes apart: a heartbeat timeout as long as a whole run keeps it alive.
+    session = server.create(kind="pyspark", name="shared-pyspark", heartbeatTimeoutInSecond=7200)
     server.wait_state(session["id"], ("idle",))
     yield session["id"]
     assert server.delete(f"/sessions/{session['id']}").status_code == 200
