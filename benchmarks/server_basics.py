@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import requests
-from common import percentile, start_server
+from common import group_pids, peak_rss_mb, percentile, start_server
 
 from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.client.auth import BearerToken
@@ -34,25 +33,6 @@ RESULT_QUERY = (
     "SELECT id, id * 1.5D AS d, CONCAT('row-', CAST(id AS STRING)) AS s, "
     "TIMESTAMP_SECONDS(1700000000 + id) AS ts FROM RANGE({rows})"
 )
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    pids.append(int(entry.name))
-            except ProcessLookupError:
-                continue
-    return pids
 
 
 class Bench:

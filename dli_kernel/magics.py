@@ -587,7 +587,7 @@ class SparkMagics(Magics):
             raise remote_error(type(err).__name__, str(err)) from None
         if line.shown or note:
             text = f"session {session.id} ready" + (f" after {line.elapsed:.1f} s" if line.shown else "")
-            line.finish(f"{text} ({note})" if note else text)
+            line.show(f"{text} ({note})" if note else text)  # a new session is said even when it was quick
         return session
 
     def _require_session(self, command: str) -> RemoteSession:
@@ -646,7 +646,7 @@ class _Line:
 
     def finish(self, text: str) -> None:
         """Leave a short final word, only where something was shown (fast cells show nothing)."""
-        if self._handle is not None or text.startswith("session"):
+        if self._handle is not None:
             self.show(text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,67 +145,46 @@ def _column(pd: Any, values: list[Any], spark_type: Any) -> Any:
 
 def split_sql(text: str) -> list[str]:
     """Statements separated by ``;``, ignoring those inside quotes, backticks and comments."""
-    statements, current, i, quote = [], [], 0, ""
+    statements: list[list[tuple[str, str]]] = [[]]
+    for kind, piece in _sql_pieces(text):
+        if kind == "separator":
+            statements.append([])
+        else:
+            statements[-1].append((kind, piece))
+    # A piece holding only blanks and comments (e.g. after a final ``;``) is no statement.
+    return [
+        "".join(piece for _, piece in pieces).strip()
+        for pieces in statements
+        if "".join(piece for kind, piece in pieces if kind == "code").strip()
+    ]
+
+
+def _sql_pieces(text: str) -> Iterator[tuple[str, str]]:
+    """SQL as ("code" | "comment" | "separator", text) pieces; a quoted string is one code piece."""
+    i = 0
     while i < len(text):
-        char = text[i]
-        if quote:
-            current.append(char)
-            if char == "\\" and quote != "`" and i + 1 < len(text):
-                current.append(text[i + 1])
-                i += 1
-            elif char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-            current.append(char)
-        elif text.startswith("--", i):
+        if text.startswith("--", i):
             end = text.find("\n", i)
-            end = len(text) if end < 0 else end
-            current.append(text[i:end])
-            i = end
-            continue
+            end, kind = (len(text) if end < 0 else end), "comment"
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
-            end = len(text) if end < 0 else end + 2
-            current.append(text[i:end])
-            i = end
-            continue
-        elif char == ";":
-            statements.append("".join(current))
-            current = []
+            end, kind = (len(text) if end < 0 else end + 2), "comment"
+        elif text[i] in "'\"`":
+            end, kind = _quote_end(text, i), "code"
         else:
-            current.append(char)
-        i += 1
-    statements.append("".join(current))
-    return [s.strip() for s in statements if _has_code(s)]
+            end, kind = i + 1, "separator" if text[i] == ";" else "code"
+        yield kind, text[i:end]
+        i = end
 
 
-def _has_code(statement: str) -> bool:
-    """False for a piece holding only blanks and comments (e.g. after a final ``;``)."""
-    return bool(split_comments(statement).strip())
-
-
-def split_comments(text: str) -> str:
-    """``text`` without its ``--`` and ``/* */`` comments (quotes respected)."""
-    out, i, quote = [], 0, ""
+def _quote_end(text: str, start: int) -> int:
+    """Where the quote opened at ``start`` ends; a backslash escapes in strings, not in `names`."""
+    quote, i = text[start], start + 1
     while i < len(text):
-        char = text[i]
-        if quote:
-            out.append(char)
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-            out.append(char)
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            i = len(text) if end < 0 else end
+        if text[i] == "\\" and quote != "`":
+            i += 2
             continue
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = len(text) if end < 0 else end + 2
-            continue
-        else:
-            out.append(char)
+        if text[i] == quote:
+            return i + 1
         i += 1
-    return "".join(out)
+    return len(text)

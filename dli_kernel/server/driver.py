@@ -306,16 +306,8 @@ class Driver:
         """Completion candidates, or [] when the kernel is busy for longer than ``timeout``."""
         client = self._connect()  # its own sockets: the statement thread may be using ours
         try:
-            msg_id = client.complete(code, cursor)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return _whole_tokens(code, reply["content"])
-            return []
+            reply = _reply_within(client, client.complete(code, cursor), timeout)
+            return _whole_tokens(code, reply["content"]) if reply else []
         finally:
             client.stop_channels()
 
@@ -334,19 +326,11 @@ class Driver:
                 silent=True,
                 user_expressions={"value": SCALA_COMPLETION},
             )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if reply["parent_header"].get("msg_id") != msg_id:
-                    continue
-                value = reply["content"].get("user_expressions", {}).get("value", {})
-                if value.get("status") != "ok":
-                    return []  # completion is a hint: a failure here is not the user's problem
-                return ast.literal_eval(value["data"]["text/plain"])
-            return []
+            reply = _reply_within(client, msg_id, timeout)
+            value = reply["content"].get("user_expressions", {}).get("value", {}) if reply else {}
+            if value.get("status") != "ok":
+                return []  # completion is a hint: a failure here is not the user's problem
+            return ast.literal_eval(value["data"]["text/plain"])
         finally:
             client.stop_channels()
 
@@ -386,6 +370,19 @@ def _send_execute(
     msg = client.session.msg("execute_request", content, metadata={"dli": data} if data else {})
     client.shell_channel.send(msg)
     return msg["header"]["msg_id"]
+
+
+def _reply_within(client: Any, msg_id: str, timeout: float) -> dict[str, Any] | None:
+    """The shell reply to ``msg_id`` on ``client``, or None when none came within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+    return None
 
 
 def _whole_tokens(code: str, reply: dict[str, Any]) -> list[str]:
