@@ -203,7 +203,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def pyspark(server: Server) -> Iterator[int]:
     """One pyspark session shared by the tests that only run statements on it."""
     # Tests that use it run minutes apart: a heartbeat timeout as long as a whole run keeps it alive.
-    session = server.create(kind="pyspark", name="shared-pyspark", heartbeatTimeoutInSecond=7200)
+    yield from idle_session(server, "pyspark", "shared-pyspark", heartbeat=7200)
+
+
+def idle_session(server: Server, kind: str, name: str, heartbeat: int) -> Iterator[int]:
+    """For a fixture: a session of ``kind``, ready to run statements, deleted when the fixture ends."""
+    session = server.create(kind=kind, name=name, heartbeatTimeoutInSecond=heartbeat)
     server.wait_state(session["id"], ("idle",))
     yield session["id"]
     assert server.delete(f"/sessions/{session['id']}").status_code == 200

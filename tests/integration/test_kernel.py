@@ -33,6 +33,15 @@ class Kernel:
         ]
         return reply["content"], outputs
 
+    def interrupted(self, code: str, after: float = 3) -> dict[str, Any]:
+        """Start ``code``, interrupt the kernel ``after`` seconds later, and return the cell's reply."""
+        msg_id = self.client.execute(code)
+        time.sleep(after)
+        self.manager.interrupt_kernel()
+        reply = self.client.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        return reply["content"]
+
     def shutdown(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=False)
@@ -119,12 +128,8 @@ def test_session_log_lines_stream_to_stderr(pyspark_kernel: Kernel) -> None:
 
 
 def test_interrupt_cancels_the_statement(pyspark_kernel: Kernel) -> None:
-    msg_id = pyspark_kernel.client.execute("import time\nwhile True:\n    time.sleep(0.05)")
-    time.sleep(3)
-    pyspark_kernel.manager.interrupt_kernel()
-    reply = pyspark_kernel.client.get_shell_msg(timeout=60)
-    assert reply["parent_header"]["msg_id"] == msg_id
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    reply = pyspark_kernel.interrupted("import time\nwhile True:\n    time.sleep(0.05)")
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     reply, outputs = pyspark_kernel.execute("'still here'")
     assert text(outputs) == "'still here'\n"
 
@@ -193,11 +198,7 @@ def test_bad_magic_input_is_one_line_and_the_kernel_goes_on(pyspark_kernel: Kern
 
 def test_logs_follow_until_interrupted(pyspark_kernel: Kernel) -> None:
     pyspark_kernel.execute("1")
-    msg_id = pyspark_kernel.client.execute("%session logs -n 3 --follow")
-    time.sleep(3)
-    pyspark_kernel.manager.interrupt_kernel()
-    reply = pyspark_kernel.client.get_shell_msg(timeout=60)
-    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+    assert pyspark_kernel.interrupted("%session logs -n 3 --follow")["status"] == "ok"
 
 
 def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server) -> None:
@@ -226,11 +227,7 @@ def test_spark_kernel_runs_scala_cancels_and_completes(kernel_env: dict[str, Any
         assert reply["status"] == "ok" and text(outputs).endswith("answer: Int = 42\n")
         reply = kernel.client.complete("spark.rang", 10, reply=True, timeout=60)["content"]
         assert "spark.range" in reply["matches"]
-        msg_id = kernel.client.execute("while (true) {}")
-        time.sleep(3)
-        kernel.manager.interrupt_kernel()
-        reply = kernel.client.get_shell_msg(timeout=60)
-        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert kernel.interrupted("while (true) {}")["ename"] == "KeyboardInterrupt"
         reply, outputs = kernel.execute("answer + 1")
         assert text(outputs).endswith("Int = 43\n")
     finally:

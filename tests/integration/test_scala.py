@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, idle_session
 
 INTERPRETER_STARTED = "Scala interpreter started in"
 
@@ -17,10 +17,7 @@ INTERPRETER_STARTED = "Scala interpreter started in"
 @pytest.fixture(scope="module")
 def scala(server: Server) -> Iterator[int]:
     """One session created with kind spark, shared by the tests that only run statements on it."""
-    session = server.create(kind="spark", name="shared-scala", heartbeatTimeoutInSecond=600)
-    server.wait_state(session["id"], ("idle",))
-    yield session["id"]
-    assert server.delete(f"/sessions/{session['id']}").status_code == 200
+    yield from idle_session(server, "spark", "shared-scala", heartbeat=600)
 
 
 def text(output: dict) -> str:
