@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,15 +62,22 @@ def frame_from_stream(data: bytes) -> Any:
     return frame_from_file(pa.py_buffer(data))
 
 
-def frame_from_file(source: Any) -> Any:
-    """An Arrow IPC stream read from ``source`` (a buffer or a file-like object) as a pandas DataFrame."""
+def frame_from_file(source: Any, rows: int | None = None) -> Any:
+    """An Arrow IPC stream read from ``source`` (a buffer or a file-like object) as a pandas DataFrame.
+
+    With ``rows``, how many rows the stream holds, it is converted batch by batch as it is read, into
+    columns allocated once: the kernel never holds the whole result as Arrow and as pandas at once.
+    """
     import pyarrow as pa
 
     try:
-        table = pa.ipc.open_stream(source).read_all()
+        reader = pa.ipc.open_stream(source)
+        if rows is None:
+            table = reader.read_all()
+            return _frame(table.schema, table.to_batches(), table.num_rows)
+        return _frame(reader.schema, reader, rows)
     except pa.ArrowInvalid as err:
         raise ClientError(f"the result is not a valid Arrow stream ({err}).") from None
-    return arrow_to_pandas(table)
 
 
 def arrow_to_pandas(table: Any) -> Any:
@@ -82,46 +90,95 @@ def arrow_to_pandas(table: Any) -> Any:
     them. Decimals stay exact (``decimal.Decimal``), dates are ``datetime.date``; maps and structs
     become dicts, arrays lists.
     """
-    import pyarrow.types as types
+    return _frame(table.schema, table.to_batches(), table.num_rows)
 
-    timezone = (table.schema.metadata or {}).get(TIMEZONE_KEY)
-    frame = table.to_pandas(maps_as_pydicts="lossy")
-    for index, field in enumerate(table.schema):
-        column = table.column(index)
-        if column.null_count and (types.is_integer(field.type) or types.is_boolean(field.type)):
-            frame.isetitem(index, column.to_pandas(types_mapper=_nullable_dtypes().get))
-        elif types.is_list(field.type) or types.is_large_list(field.type) or types.is_struct(field.type):
-            # Python lists and dicts all the way down, as Livy's JSON gives them (not numpy arrays).
-            frame.isetitem(index, _objects(column.to_pylist()))
-        elif types.is_timestamp(field.type) and field.type.tz and timezone:
-            series = frame.iloc[:, index]
-            frame.isetitem(index, series.dt.tz_convert(timezone.decode()).dt.tz_localize(None))
+
+def _frame(schema: Any, batches: Iterable[Any], rows: int) -> Any:
+    import pandas as pd
+
+    timezone = (schema.metadata or {}).get(TIMEZONE_KEY)
+    columns = [_Column(field, rows, timezone.decode() if timezone else None) for field in schema]
+    start = 0
+    for batch in batches:
+        if start + batch.num_rows > rows:
+            raise ClientError(f"the result holds more rows than the {rows} its summary announced.")
+        for column, values in zip(columns, batch.columns, strict=True):
+            column.add(values, start)
+        start += batch.num_rows
+    if start != rows:
+        raise ClientError(f"the result broke off after {start} of its {rows} rows.")
+    # Keyed by position, named afterwards: Spark allows two columns of one name (a join's `id`s). Not
+    # copied, so columns of one dtype are not merged into one block, which would copy them all at once.
+    frame = pd.DataFrame({index: column.result() for index, column in enumerate(columns)}, copy=False)
+    frame.columns = schema.names
     return frame
 
 
+class _Column:
+    """One column of a result, filled batch by batch into one array allocated on the first batch."""
+
+    def __init__(self, field: Any, rows: int, timezone: str | None) -> None:
+        import numpy as np
+        import pyarrow.types as types
+
+        self.field, self.rows, self.timezone = field, rows, timezone
+        kind = field.type
+        self.masked = types.is_integer(kind) or types.is_boolean(kind)
+        self.nested = types.is_list(kind) or types.is_large_list(kind) or types.is_struct(kind)
+        self.filler = False if types.is_boolean(kind) else 0  # stands in for a null under the mask
+        self.values: Any = None  # a numpy array for all the rows, made when the first batch comes
+        self.mask = np.zeros(rows, dtype=bool) if self.masked else None  # True where a value is null
+        self.pieces: list[Any] = []  # for a dtype numpy cannot hold: the converted batches
+
+    def add(self, array: Any, start: int) -> None:
+        import numpy as np
+
+        if self.masked:
+            self.mask[start : start + len(array)] = array.is_null().to_numpy(zero_copy_only=False)
+            filled = array.fill_null(self.filler) if array.null_count else array
+            piece = filled.to_numpy(zero_copy_only=False)
+        elif self.nested:
+            piece = _objects(array.to_pylist())  # Python lists and dicts, as Livy's JSON gives them
+        else:
+            piece = self._plain(array)
+        if not isinstance(piece.dtype, np.dtype):  # a pandas extension type: kept whole, joined at the end
+            self.pieces.append(piece)
+            return
+        if self.values is None:
+            self.values = np.empty(self.rows, dtype=piece.dtype)
+        self.values[start : start + len(piece)] = piece
+
+    def _plain(self, array: Any) -> Any:
+        import pandas as pd
+        import pyarrow.types as types
+
+        series = array.to_pandas(maps_as_pydicts="lossy")
+        if types.is_timestamp(array.type) and array.type.tz and self.timezone:
+            series = series.dt.tz_convert(self.timezone).dt.tz_localize(None)
+        extension = isinstance(series.dtype, pd.api.extensions.ExtensionDtype)
+        return series.array if extension else series.to_numpy()
+
+    def result(self) -> Any:
+        import pandas as pd
+        import pyarrow as pa
+
+        if self.values is None and not self.pieces:
+            self.add(pa.array([], type=self.field.type), 0)  # no rows: the dtype still comes from the type
+        if self.pieces:
+            return pd.concat([pd.Series(piece) for piece in self.pieces], ignore_index=True).array
+        if self.masked and self.mask.any():
+            if self.values.dtype == bool:
+                return pd.arrays.BooleanArray(self.values, self.mask)
+            return pd.arrays.IntegerArray(self.values, self.mask)
+        return self.values
+
+
 def _objects(values: list[Any]) -> Any:
-    import pandas as pd
+    import numpy as np
 
-    series = pd.Series([None] * len(values), dtype=object)
-    series[:] = values  # assigned, not constructed: pandas would otherwise unpack equal-length lists
-    return series
-
-
-def _nullable_dtypes() -> dict[Any, Any]:
-    import pandas as pd
-    import pyarrow as pa
-
-    return {
-        pa.int8(): pd.Int8Dtype(),
-        pa.int16(): pd.Int16Dtype(),
-        pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(),
-        pa.uint8(): pd.UInt8Dtype(),
-        pa.uint16(): pd.UInt16Dtype(),
-        pa.uint32(): pd.UInt32Dtype(),
-        pa.uint64(): pd.UInt64Dtype(),
-        pa.bool_(): pd.BooleanDtype(),
-    }
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # assigned, not constructed: numpy would otherwise unpack equal-length lists
+    return array
 
 
 # -- the fallback for servers without Arrow results ---------------------------------------------------

@@ -276,7 +276,8 @@ class SessionsClient:
         response = self._request("GET", path, stream=True)
         try:
             # Batch by batch off the socket: the whole stream is never held as one more copy in memory.
-            frame = results.frame_from_file(response.raw)
+            rows = summary.get("rows")
+            frame = results.frame_from_file(response.raw, None if rows is None else int(rows))
             size = response.raw.tell()
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             raise ConnectionFailed(

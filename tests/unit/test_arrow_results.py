@@ -19,6 +19,7 @@ from dli_kernel.client.results import (
     INLINE_MARKER,
     TIMEZONE_KEY,
     arrow_to_pandas,
+    frame_from_file,
     frame_from_stream,
     inline_code,
     parse_inline,
@@ -88,6 +89,55 @@ def test_empty_result_keeps_its_columns() -> None:
     table = spark_like_table().slice(0, 0)
     frame = frame_from_stream(stream(table))
     assert len(frame) == 0 and list(frame.columns) == table.column_names
+
+
+def batched_stream(table: pa.Table, rows_per_batch: int) -> pa.BufferReader:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=rows_per_batch):
+            writer.write_batch(batch)
+    return pa.BufferReader(sink.getvalue())
+
+
+def test_batch_by_batch_matches_the_whole_table() -> None:
+    table = pa.concat_tables([spark_like_table()] * 3)
+    whole = arrow_to_pandas(table)
+    by_batch = frame_from_file(batched_stream(table, 2), rows=table.num_rows)
+    pd.testing.assert_frame_equal(by_batch, whole)
+    assert by_batch["big"].dtype == "Int64" and by_batch["i"].dtype == "int32"
+
+
+def test_a_null_in_a_later_batch_still_makes_the_column_nullable() -> None:
+    table = pa.table({"n": pa.array([1, 2, 3, None], pa.int16()), "b": pa.array([True, False, True, None])})
+    frame = frame_from_file(batched_stream(table, 3), rows=4)
+    assert frame["n"].dtype == "Int16" and frame["n"].tolist()[:3] == [1, 2, 3] and frame["n"][3] is pd.NA
+    assert frame["b"].dtype == "boolean" and frame["b"][3] is pd.NA
+
+
+def test_zone_aware_times_without_the_session_zone_are_joined_across_batches() -> None:
+    times = [datetime.datetime(2024, 1, 1, hour) for hour in range(5)]
+    table = pa.table({"t": pa.array(times, pa.timestamp("us", tz="UTC")), "id": pa.array(range(5))})
+    frame = frame_from_file(batched_stream(table, 2), rows=5)
+    assert str(frame["t"].dt.tz) == "UTC" and frame["t"][4] == pd.Timestamp("2024-01-01 04:00", tz="UTC")
+
+
+def test_columns_of_one_name_are_both_kept() -> None:
+    table = pa.Table.from_arrays([pa.array([1, 2]), pa.array(["a", "b"])], names=["id", "id"])
+    frame = frame_from_file(batched_stream(table, 1), rows=2)
+    assert list(frame.columns) == ["id", "id"] and frame.iloc[:, 1].tolist() == ["a", "b"]
+
+
+def test_an_empty_stream_with_a_row_count_keeps_its_dtypes() -> None:
+    table = spark_like_table().slice(0, 0)
+    frame = frame_from_file(batched_stream(table, 10), rows=0)
+    assert len(frame) == 0 and frame["i"].dtype == "int32" and frame["d"].dtype == "float64"
+
+
+@pytest.mark.parametrize(("rows", "message"), [(2, "more rows than the 2"), (9, "after 5 of its 9 rows")])
+def test_a_row_count_the_stream_does_not_keep_is_a_clear_error(rows: int, message: str) -> None:
+    table = pa.table({"x": list(range(5))})
+    with pytest.raises(ClientError, match=message):
+        frame_from_file(batched_stream(table, 2), rows=rows)
 
 
 def test_garbage_is_a_clear_error() -> None:
