@@ -45,6 +45,10 @@ class DriverDied(DriverError):
     """The driver process is gone."""
 
 
+class PortTaken(DriverError):
+    """The driver could not bind a port of its connection file: something took it first."""
+
+
 @dataclass
 class ExecutionResult:
     """What one statement produced, in Livy's terms."""
@@ -102,6 +106,7 @@ class Driver:
         self._process = process  # None when attached after a server restart: not our child then
         self._client = self._connect()
         self._lock = threading.Lock()  # one request at a time on this client's shell socket
+        self._launch_log: tuple[Path, int] | None = None  # the log, and its size before launch
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -112,6 +117,7 @@ class Driver:
         connection_file = workdir / CONNECTION_FILE
         write_connection_file(str(connection_file), ip="127.0.0.1")
         with open(log_path, "ab") as log:
+            log_size = log.tell()
             process = subprocess.Popen(
                 [
                     sys.executable,
@@ -127,6 +133,9 @@ class Driver:
                     # sys.__stderr__) belong in the session log, not in the text of whatever statement
                     # is running when they are written.
                     "--IPKernelApp.capture_fd_output=False",
+                    # No input history: Livy keeps none, and every driver writing the one history
+                    # database of the user's IPython profile made a statement wait seconds for its lock.
+                    "--HistoryManager.enabled=False",
                 ],
                 cwd=workdir,
                 env=env,
@@ -138,7 +147,25 @@ class Driver:
                 start_new_session=True,
             )
         (workdir / PID_FILE).write_text(str(process.pid))
-        return cls(workdir, process.pid, process)
+        driver = cls(workdir, process.pid, process)
+        driver._launch_log = (log_path, log_size)
+        return driver
+
+    def _lost_a_port(self) -> bool:
+        """Did the launched kernel fail to bind a port of its connection file?
+
+        The ports are picked here and bound by the kernel a few seconds later; on a machine starting
+        many sessions at once, a Spark JVM can bind one of them in between.
+        """
+        if self._launch_log is None:
+            return False
+        path, start = self._launch_log
+        try:
+            with open(path, "rb") as log:
+                log.seek(start)
+                return b"Address already in use" in log.read()
+        except OSError:
+            return False
 
     @classmethod
     def attach(cls, workdir: Path) -> Driver | None:
@@ -166,6 +193,9 @@ class Driver:
         """Wait until the kernel answers, or raise DriverError."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # Checked first: the kernel does not always exit when a bind fails (its other threads live on).
+            if self._lost_a_port():
+                raise PortTaken("a port of the driver's connection file was taken before it could bind it")
             if not self.is_alive():
                 raise DriverDied("the driver process exited while starting")
             try:

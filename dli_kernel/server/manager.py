@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dli_kernel.server import arrow_results
-from dli_kernel.server.driver import Driver, DriverError, ExecutionResult
+from dli_kernel.server.driver import Driver, DriverError, ExecutionResult, PortTaken
 from dli_kernel.server.pool import REFILL_DELAY, DriverPool, PooledDriver, stop_leftovers
 from dli_kernel.server.runtime import PROGRESS_FILE, job_group
 from dli_kernel.spec import SessionSpec, normalize_kind, spark_memory
@@ -46,6 +46,7 @@ RESULT_FORMATS = ("json", "arrow")
 DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
 REPEAT_INTERRUPT_AFTER = 3.0
+LAUNCH_ATTEMPTS = 3  # a driver that lost a port of its connection file is started again
 SCALA_COMPLETION_TIMEOUT = 60.0  # an idle session's first Scala completion starts its interpreter
 
 
@@ -70,6 +71,7 @@ class Settings:
     state_dir: Path
     master: str = "local[*]"
     start_timeout: float = 180.0
+    parallel_starts: int = max(2, os.cpu_count() or 2)  # drivers starting at once; more wait their turn
     keep_sessions_on_exit: bool = False
     python: str = sys.executable
     pool_size: int = 0  # drivers started ahead for sessions with the default spec
@@ -120,6 +122,8 @@ class Session:
     stopping: bool = field(default=False, repr=False)
     last_touch: float = field(default_factory=time.monotonic, repr=False)
     last_activity: float = field(default_factory=time.monotonic, repr=False)
+    # The session's worker waits on it; made with the manager's lock when the worker starts.
+    wakeup: threading.Condition | None = field(default=None, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -163,7 +167,7 @@ class SessionManager:
         self.settings = settings
         self._store = store
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._start_slots = threading.Semaphore(settings.parallel_starts)
         self._sessions: dict[int, Session] = {}
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
@@ -206,8 +210,9 @@ class SessionManager:
     def close(self) -> None:
         """Stop the reaper and the sessions (or leave their drivers for the next server)."""
         self._closing.set()
-        with self._changed:
-            self._changed.notify_all()
+        with self._lock:
+            for session in self._sessions.values():
+                self._notify(session)
         if self._reaper.is_alive():
             self._reaper.join(timeout=5)
         live = [s for s in self._sessions.values() if not s.ended]
@@ -344,7 +349,7 @@ class SessionManager:
             raise Invalid(
                 f"'resultFormat' must be one of {', '.join(RESULT_FORMATS)} (got {result_format!r})."
             )
-        with self._changed:
+        with self._lock:
             if session.state == "error":
                 raise Conflict(f"session {session.id} failed to start; see its log and start a new session.")
             if session.ended or session.stopping:
@@ -362,7 +367,7 @@ class SessionManager:
             session.queue.append(statement)
             session.last_activity = time.monotonic()
             self._save_statement(session, statement)
-            self._changed.notify_all()
+            self._notify(session)
             return statement
 
     def statement(self, session: Session, statement_id: str) -> Statement:
@@ -374,7 +379,7 @@ class SessionManager:
         raise NotFound(f"statement {statement_id!r} does not exist in session {session.id}.")
 
     def cancel(self, session: Session, statement: Statement) -> None:
-        with self._changed:
+        with self._lock:
             if statement.state == "waiting":
                 session.queue.remove(statement)
                 self._finish(session, statement, "cancelled", None)
@@ -447,6 +452,8 @@ class SessionManager:
     # -- the worker: one thread per session ---------------------------------------------------
 
     def _spawn(self, session: Session, recover: bool, pooled: PooledDriver | None = None) -> None:
+        # One condition per session: a change to one session wakes its worker only, not all of them.
+        session.wakeup = threading.Condition(self._lock)
         thread = threading.Thread(
             target=self._work, args=(session, recover, pooled), name=f"dli-session-{session.id}", daemon=True
         )
@@ -467,8 +474,8 @@ class SessionManager:
                 self._end(session, "dead" if recover else "error", f"start-up failed: {err}")
             return
         while True:
-            with self._changed:
-                self._changed.wait_for(lambda: session.queue or session.stopping or self._closing.is_set())
+            with self._lock:
+                session.wakeup.wait_for(lambda: session.queue or session.stopping or self._closing.is_set())
                 if session.stopping or self._closing.is_set():
                     return
                 statement = session.queue.popleft()
@@ -483,7 +490,7 @@ class SessionManager:
                 else:
                     result = session.driver.execute(self._code_for(statement), on_started=started)
             except DriverError as err:
-                with self._changed:
+                with self._lock:
                     if not session.stopping:
                         self._finish(
                             session, statement, "error", _error_output(statement, "SessionDied", err)
@@ -491,7 +498,7 @@ class SessionManager:
                 if not session.stopping:
                     self._end(session, "dead", f"the driver stopped: {err}")
                 return
-            with self._changed:
+            with self._lock:
                 cancelled = statement.state == "cancelling" and result.status == "error"
                 self._finish(
                     session, statement, "cancelled" if cancelled else "available", _output(statement, result)
@@ -565,16 +572,41 @@ class SessionManager:
             if session.stopping:
                 return
             self._set_state(session, "starting", "starting the driver")
-            session.driver = Driver.launch(session.workdir, session.log_path, self._driver_env())
-        session.driver.wait_ready(timeout=60)
-        info = self._boot(session.driver, self._spark_settings(session))
+        # Spark drivers started all at once on a small machine share its cores until every one of them
+        # is too slow to meet the start timeout; a few at a time, each is up in seconds.
+        if not self._start_slots.acquire(blocking=False):
+            self._log(session, f"waiting: {self.settings.parallel_starts} other drivers are starting")
+            while not self._start_slots.acquire(timeout=0.5):
+                if session.stopping or self._closing.is_set():
+                    return
+        try:
+            info = self._launch_and_boot(session)
+        finally:
+            self._start_slots.release()
         with self._lock:
-            if session.stopping:
+            if info is None or session.stopping:
                 return
             session.app_id, session.ui_url = info["appId"], info["sparkUiUrl"]
             self._set_state(
                 session, "busy" if session.queue else "idle", f"Spark application {session.app_id}"
             )
+
+    def _launch_and_boot(self, session: Session) -> dict[str, Any] | None:
+        """Start the session's driver kernel and Spark in it; None if the session is stopped meanwhile."""
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            with self._lock:
+                if session.stopping:
+                    return None
+                session.driver = Driver.launch(session.workdir, session.log_path, self._driver_env())
+            try:
+                session.driver.wait_ready(timeout=60)
+                break
+            except PortTaken:
+                session.driver.stop()
+                if attempt == LAUNCH_ATTEMPTS:
+                    raise
+                self._log(session, "a port picked for the driver was taken before it started; trying again")
+        return self._boot(session.driver, self._spark_settings(session))
 
     def _reconnect(self, session: Session) -> None:
         driver = Driver.attach(session.workdir)
@@ -605,7 +637,7 @@ class SessionManager:
         with self._lock:
             session.app_id, session.ui_url = info["appId"], info["sparkUiUrl"]
             self._set_state(session, "busy" if session.queue else "idle", "reconnected to the driver")
-            self._changed.notify_all()
+            self._notify(session)
 
     def _code_for(self, statement: Statement) -> str:
         if statement.result_format == "arrow":
@@ -705,20 +737,20 @@ class SessionManager:
 
     def _end(self, session: Session, final_state: str, reason: str) -> None:
         """Stop the driver and everything it started, then record the final state and why."""
-        with self._changed:
+        with self._lock:
             if session.ended:
                 return
             session.stopping = True
             session.ended_reason = reason
             running = [s for s in session.statements if s.state in ("running", "cancelling")]
             self._set_state(session, "shutting_down", f"shutting down: {reason}")
-            self._changed.notify_all()
+            self._notify(session)
             driver = session.driver
         if driver:
             if running:
                 driver.interrupt()
             driver.stop()
-        with self._changed:
+        with self._lock:
             for statement in session.statements:
                 if statement.state in ("waiting", "running", "cancelling"):
                     output = _error_output(statement, "SessionEnded", f"the session ended: {reason}")
@@ -729,13 +761,13 @@ class SessionManager:
         shutil.rmtree(session.workdir / arrow_results.RESULTS_DIR, ignore_errors=True)
 
     def _set_state(self, session: Session, state: str, message: str | None = None) -> None:
-        with self._changed:
+        with self._lock:
             if message:
                 self._log(session, message)
             session.state = state
             session.updated = now_ms()
             self._store.save_session(session.id, session.record())
-            self._changed.notify_all()
+            self._notify(session)
             self._wake((session.id, None))
 
     def _finish(self, session: Session, statement: Statement, state: str, output: dict | None) -> None:
@@ -744,7 +776,11 @@ class SessionManager:
         statement.progress = 1.0
         statement.completed = now_ms()
         self._save_statement(session, statement)
-        self._changed.notify_all()
+        self._notify(session)
+
+    def _notify(self, session: Session) -> None:
+        if session.wakeup is not None:
+            session.wakeup.notify_all()
 
     def _save_statement(self, session: Session, statement: Statement) -> None:
         # Every state change of a statement is saved, so this is where long-polls learn of them.

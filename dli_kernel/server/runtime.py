@@ -29,6 +29,9 @@ SQL_RESULT_MIME = "application/json"
 DEFAULT_MAX_ROWS = 1000
 PROGRESS_FILE = "progress.json"  # in the driver's working directory, the session's workdir
 PROGRESS_INTERVAL = 0.25
+# Clients show progress once a statement has run a second; before that, asking Spark would only cost a
+# quick statement JVM calls, which on a busy machine wait for the JVM to get a core.
+PROGRESS_FIRST = 1.0
 
 _spark = None
 
@@ -118,9 +121,9 @@ class _StatementWatch:
             self._cancel_jobs()
 
     def stop(self) -> None:
+        # Not joined: a last progress write may still be waiting on the JVM, and the statement's reply
+        # must not wait for it. The manager reads progress only for the statement's own job group.
         self.done.set()
-        if self.progress.is_alive():
-            self.progress.join(timeout=2)
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         self.interrupts += 1
@@ -145,7 +148,9 @@ class _StatementWatch:
     def _write_progress(self) -> None:
         tracker = None  # made on first use: a fast statement should cost no JVM call here
         path = Path(PROGRESS_FILE)
-        while not self.done.wait(PROGRESS_INTERVAL):
+        interval = PROGRESS_FIRST
+        while not self.done.wait(interval):
+            interval = PROGRESS_INTERVAL
             tracker = tracker or self.sc.statusTracker()
             done = total = 0
             for job_id in tracker.getJobIdsForGroup(self.group):
@@ -154,7 +159,7 @@ class _StatementWatch:
                     stage = tracker.getStageInfo(stage_id)
                     if stage:
                         done, total = done + stage.numCompletedTasks, total + stage.numTasks
-            scratch = path.with_suffix(".tmp")
+            scratch = path.with_suffix(f".{self.group}.tmp")  # the last statement's thread may still write
             scratch.write_text(json.dumps({"group": self.group, "done": done, "total": total}))
             scratch.replace(path)
 
