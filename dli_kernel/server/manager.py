@@ -575,7 +575,8 @@ class SessionManager:
         # Spark drivers started all at once on a small machine share its cores until every one of them
         # is too slow to meet the start timeout; a few at a time, each is up in seconds.
         if not self._start_slots.acquire(blocking=False):
-            self._log(session, f"waiting: {self.settings.parallel_starts} other drivers are starting")
+            at_once = f"at most {self.settings.parallel_starts} at once"
+            self._log(session, f"waiting for a start slot: other drivers are starting ({at_once})")
             while not self._start_slots.acquire(timeout=0.5):
                 if session.stopping or self._closing.is_set():
                     return

@@ -18,7 +18,7 @@ import pytest
 
 from dli_kernel.server import driver as driver_module
 from dli_kernel.server.driver import Driver, DriverDied, PortTaken
-from dli_kernel.server.manager import SessionManager, Settings
+from dli_kernel.server.manager import Session, SessionManager, Settings
 from dli_kernel.server.store import Store
 from dli_kernel.spec import SessionSpec
 
@@ -73,22 +73,41 @@ def test_a_driver_that_died_otherwise_is_not_mistaken_for_one(tmp_path: Path) ->
         driver.stop()
 
 
-def test_the_manager_starts_the_driver_again(
-    tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(driver_module, "write_connection_file", giving_the_taken_port(taken_port, 1))
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[SessionManager]:
+    """An in-process manager (so a test can patch what its drivers are given) that starts one at a time."""
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    manager = SessionManager(Settings(state_dir, master="local[1]"), Store(state_dir / "sessions.db"))
+    settings = Settings(state_dir, master="local[1]", parallel_starts=1)
+    manager = SessionManager(settings, Store(state_dir / "sessions.db"))
     manager.start()
     try:
-        session = manager.create(SessionSpec(kind="pyspark"))
-        deadline = time.monotonic() + 300
-        while session.state not in ("idle", "error", "dead") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        log = session.log_path.read_text()
-        assert session.state == "idle", log[-2000:]
-        assert "was taken before it started; trying again" in log
-        assert log.count("Address already in use") >= 1
+        yield manager
     finally:
         manager.close()
+
+
+def wait_started(session: Session, timeout: float = 300) -> str:
+    """The session's state once it is up or has failed, and its log."""
+    deadline = time.monotonic() + timeout
+    while session.state not in ("idle", "error", "dead") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = session.log_path.read_text()
+    assert session.state == "idle", log[-2000:]
+    return log
+
+
+def test_the_manager_starts_the_driver_again(
+    manager: SessionManager, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(driver_module, "write_connection_file", giving_the_taken_port(taken_port, 1))
+    log = wait_started(manager.create(SessionSpec(kind="pyspark")))
+    assert "was taken before it started; trying again" in log
+    assert "Address already in use" in log
+
+
+def test_drivers_beyond_the_start_slots_wait_their_turn(manager: SessionManager) -> None:
+    first, second = manager.create(SessionSpec(kind="pyspark")), manager.create(SessionSpec(kind="sql"))
+    logs = [wait_started(first), wait_started(second)]
+    waited = "waiting for a start slot: other drivers are starting (at most 1 at once)"
+    assert sum(waited in log for log in logs) == 1

@@ -114,6 +114,11 @@ def test_kinds_share_one_spark_session(server: Server, pyspark: int) -> None:
     }
 
 
+def test_drivers_keep_no_input_history(server: Server, pyspark: int) -> None:
+    # Livy keeps none, and drivers sharing the profile's history database waited on its lock.
+    assert server.run(pyspark, "get_ipython().history_manager.enabled")["data"]["text/plain"] == "False"
+
+
 def test_statement_list_and_order(server: Server, pyspark: int) -> None:
     server.run(pyspark, "'listed'")
     listing = server.get(f"/sessions/{pyspark}/statements").json()
