@@ -39,14 +39,25 @@ class Kernel:
     client: Any = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
 
-    def start(self, ready_timeout: float = 120) -> None:
+    def start(self, ready_timeout: float = 120, attempts: int = 3) -> None:
+        """Start the kernel; again if it died at once. jupyter_client picks the ports and the kernel binds
+        them a moment later, and on a machine starting many Spark JVMs one of them may take a port first.
+        The time counts from the first attempt."""
         specs = KernelSpecManager(kernel_dirs=[str(self.kernels_dir)])
-        self.manager = KernelManager(kernel_name=self.name, kernel_spec_manager=specs)
         self.started_at = time.perf_counter()
-        self.manager.start_kernel(env=self.env)
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=ready_timeout)
+        for attempt in range(1, attempts + 1):
+            self.manager = KernelManager(kernel_name=self.name, kernel_spec_manager=specs)
+            self.manager.start_kernel(env=self.env)
+            self.client = self.manager.client()
+            self.client.start_channels()
+            try:
+                self.client.wait_for_ready(timeout=ready_timeout)
+                return
+            except RuntimeError:  # "Kernel died before replying to kernel_info"
+                self.client.stop_channels()
+                self.manager.shutdown_kernel(now=True)
+                if attempt == attempts:
+                    raise
 
     @property
     def pid(self) -> int:
