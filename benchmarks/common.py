@@ -1,4 +1,5 @@
-"""What the benchmarks share: a private embedded server, percentiles, process memory and CPU (Linux /proc)."""
+"""What the benchmarks share: a private embedded server and raw HTTP to it, percentiles, process memory and
+CPU (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import requests
 
 
 def start_server(
@@ -32,6 +35,21 @@ def start_server(
         stop_server(server)
         raise RuntimeError(f"the server exited with code {server.returncode} before writing {server_file}")
     return server, json.loads(server_file.read_text())
+
+
+class ServerHTTP:
+    """Raw HTTP to a server, with its token; JSON answers."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, **params: object) -> dict:
+        return self.http.get(f"{self.url}{path}", params=params, timeout=120).json()
+
+    def post(self, path: str, body: dict) -> dict:
+        return self.http.post(f"{self.url}{path}", json=body, timeout=120).json()
 
 
 def stop_server(server: subprocess.Popen, timeout: float = 120) -> None:

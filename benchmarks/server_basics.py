@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import requests
-from common import group_pids, peak_rss_mb, percentile, start_server
+from common import ServerHTTP, group_pids, peak_rss_mb, percentile, start_server
 
 from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.client.auth import BearerToken
@@ -35,18 +34,7 @@ RESULT_QUERY = (
 )
 
 
-class Bench:
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str, **params: object) -> dict:
-        return self.http.get(f"{self.url}{path}", params=params, timeout=120).json()
-
-    def post(self, path: str, body: dict) -> dict:
-        return self.http.post(f"{self.url}{path}", json=body, timeout=120).json()
-
+class Bench(ServerHTTP):
     def wait_pool(self) -> float:
         began = time.perf_counter()
         while self.get("/pool")["ready"] < 1:

@@ -18,21 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-from common import cpu_seconds, descendants, percentile, start_server, stop_server
+from common import ServerHTTP, cpu_seconds, descendants, percentile, start_server, stop_server
 
 
-class Client:
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    def get(self, path: str, **params: str) -> dict:
-        return self.http.get(f"{self.url}{path}", params=params, timeout=60).json()
-
+class Client(ServerHTTP):
     def start_session(self) -> int:
-        return self.http.post(f"{self.url}/sessions", json={"kind": "pyspark"}, timeout=60).json()["id"]
+        return self.post("/sessions", {"kind": "pyspark"})["id"]
 
     def wait_idle(self, session_id: int, timeout: float = 1800) -> None:
         deadline = time.monotonic() + timeout
@@ -43,7 +34,7 @@ class Client:
     def one_plus_one(self, session_id: int) -> float:
         began = time.perf_counter()
         path = f"/sessions/{session_id}/statements"
-        statement = self.http.post(f"{self.url}{path}", json={"code": "1+1"}, timeout=60).json()
+        statement = self.post(path, {"code": "1+1"})
         while statement["state"] in ("waiting", "running"):
             statement = self.get(f"{path}/{statement['id']}", wait="10")
         if (statement.get("output") or {}).get("data", {}).get("text/plain") != "2":

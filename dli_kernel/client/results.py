@@ -73,8 +73,7 @@ def frame_from_file(source: Any, rows: int | None = None) -> Any:
     try:
         reader = pa.ipc.open_stream(source)
         if rows is None:
-            table = reader.read_all()
-            return _frame(table.schema, table.to_batches(), table.num_rows)
+            return arrow_to_pandas(reader.read_all())
         return _frame(reader.schema, reader, rows)
     except pa.ArrowInvalid as err:
         raise ClientError(f"the result is not a valid Arrow stream ({err}).") from None

@@ -100,13 +100,19 @@ class _OutputCollector:
 class Driver:
     """Starts, attaches to, talks to and stops one driver kernel process."""
 
-    def __init__(self, workdir: Path, pid: int, process: subprocess.Popen | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        pid: int,
+        process: subprocess.Popen | None = None,
+        launch_log: tuple[Path, int] | None = None,  # the log, and its size before launch
+    ) -> None:
         self.workdir = workdir
         self.pid = pid
         self._process = process  # None when attached after a server restart: not our child then
         self._client = self._connect()
         self._lock = threading.Lock()  # one request at a time on this client's shell socket
-        self._launch_log: tuple[Path, int] | None = None  # the log, and its size before launch
+        self._launch_log = launch_log
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -147,9 +153,7 @@ class Driver:
                 start_new_session=True,
             )
         (workdir / PID_FILE).write_text(str(process.pid))
-        driver = cls(workdir, process.pid, process)
-        driver._launch_log = (log_path, log_size)
-        return driver
+        return cls(workdir, process.pid, process, launch_log=(log_path, log_size))
 
     def _lost_a_port(self) -> bool:
         """Did the launched kernel fail to bind a port of its connection file?
