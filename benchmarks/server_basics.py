@@ -25,7 +25,7 @@ from common import ServerHTTP, group_pids, peak_rss_mb, percentile, start_server
 
 from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.client.auth import BearerToken
-from dli_kernel.session import RemoteSession
+from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.spec import SessionSpec
 
 RESULT_QUERY = (

@@ -54,6 +54,7 @@ from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
 from dli_kernel.processes import pid_alive
+from dli_kernel.protocol import SERVER_FILE, SERVER_LOG
 from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
@@ -104,8 +105,6 @@ SESSION_ENV_VARS: dict[str, str] = {
 }
 
 # Written by dli_kernel.server.serve (SERVER_FILE there; not imported, the server is an optional extra).
-SERVER_FILE = "server.json"
-SERVER_LOG = "server.log"
 START_LOCK = "start.lock"
 PROBE_TIMEOUT_S = 2.0
 _SERVER_MODULES = ("uvicorn", "starlette", "pyspark")  # what `dli-kernel server` cannot run without

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from dli_kernel.protocol import SERVER_FILE
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
@@ -101,13 +103,13 @@ def _environment(env: dict[str, str]):  # noqa: ANN202
 def _stop_embedded_server(state_dir: Path, timeout: float = 60) -> None:
     """Stop the server the kernel started; a user's server outlives its kernels, the demo's should not."""
     try:
-        pid = json.loads((state_dir / "server.json").read_text())["pid"]
+        pid = json.loads((state_dir / SERVER_FILE).read_text())["pid"]
     except (OSError, ValueError, KeyError):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while (state_dir / "server.json").exists() and time.monotonic() < deadline:
+    while (state_dir / SERVER_FILE).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

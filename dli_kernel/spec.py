@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
+from dli_kernel.protocol import KIND_ALIASES, KINDS
+
 
 class SpecError(ValueError):
     """A bad session request; str(err) is ONE sentence saying what was wrong and what is accepted."""
@@ -25,8 +27,6 @@ class SpecError(ValueError):
 
 # -- kinds ------------------------------------------------------------------------------------------
 
-KINDS: tuple[str, ...] = ("pyspark", "spark", "sql")
-KIND_ALIASES: dict[str, str] = {"python": "pyspark", "scala": "spark"}
 
 
 def normalize_kind(value: object, field: str = "kind") -> str:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SESSION_ENDED = frozenset({"error", "dead", "killed", "success"})
-SESSION_READY = frozenset({"idle", "busy", "running"})
-STATEMENT_DONE = frozenset({"available", "error", "cancelled"})
+from dli_kernel.protocol import ENDED_STATES, READY_STATES, STATE_SPELLINGS, STATEMENT_DONE
+
+SESSION_ENDED = frozenset(ENDED_STATES)
+SESSION_READY = frozenset(READY_STATES)
 
 # Real servers spell some states their own way; anything not listed passes through unchanged.
-_SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling", "shutting down": "shutting_down"}
 
 
 def normalize_state(state: object) -> str:
     text = str(state or "").strip().lower().replace("-", "_")
-    return _SPELLINGS.get(text, text)
+    return STATE_SPELLINGS.get(text, text)
 
 
 @dataclass(frozen=True)

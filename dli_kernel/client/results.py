@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dli_kernel.client.errors import ClientError, MissingDependency
+from dli_kernel.protocol import TIMEZONE_KEY
 
-ARROW_STREAM_MIME = "application/vnd.apache.arrow.stream"
-ARROW_RESULT_MIME = "application/vnd.dli-kernel.arrow-result+json"  # the server's summary of a result
-TIMEZONE_KEY = b"dli_kernel.timezone"
 INLINE_MARKER = "#dli-kernel-arrow# "  # starts the summary line of an Arrow result encoded in text
 DATAFRAME_KINDS = ("sql", "pyspark")
 _PLACEHOLDER = re.compile(r"<<([A-Z_]+)>>")

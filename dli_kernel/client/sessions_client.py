@@ -34,12 +34,12 @@ from dli_kernel.client.errors import (
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
 from dli_kernel.client.results import DataFrameResult
+from dli_kernel.protocol import ARROW_RESULT_MIME, ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXT_ARROW, EXT_WAIT
 from dli_kernel.spec import SessionSpec
 
 DEFAULT_TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
-DEFAULT_MAX_ROWS = 1000
 # Polling a server without long-polls: start fast (a trivial statement is done in a few ms), back off.
 FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.01, 0.25, 1.5
 LONG_POLL = 5.0  # seconds a wait_statement request may be held by a server that long-polls
@@ -223,7 +223,7 @@ class SessionsClient:
         goes on running.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        long_poll = "wait" in self.server_extensions()
+        long_poll = EXT_WAIT in self.server_extensions()
         interval = FIRST_POLL
         statement = self.get_statement(session_id, statement_id)
         while not statement.done:
@@ -255,7 +255,7 @@ class SessionsClient:
         """
         results.require_arrow()  # before anything runs: a result nobody can read is not worth computing
         results.check_kind(kind)
-        if "arrow" in self.server_extensions():
+        if EXT_ARROW in self.server_extensions():
             body = {"code": query, "kind": kind, "maxRows": int(max_rows), "resultFormat": "arrow"}
             return self._submit(session_id, query, body)
         code = results.inline_code(query, kind, max_rows)
@@ -269,7 +269,7 @@ class SessionsClient:
                 f"{output.get('ename')}: {output.get('evalue')}" if output.get("ename") else statement.state
             )
             raise StatementFailed(f"the query failed: {reason}", output or None)
-        summary = (output.get("data") or {}).get(results.ARROW_RESULT_MIME)
+        summary = (output.get("data") or {}).get(ARROW_RESULT_MIME)
         if summary is None:
             return results.parse_inline(output)
         path = f"{self._session(session_id)}/statements/{statement.id}/result"
@@ -402,7 +402,7 @@ class SessionsClient:
                 params=params,
                 timeout=timeout,
                 allow_redirects=False,
-                headers={"Accept": results.ARROW_STREAM_MIME} if stream else None,
+                headers={"Accept": ARROW_STREAM_MIME} if stream else None,
                 stream=stream,
             )
         except requests.ConnectTimeout:

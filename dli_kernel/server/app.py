@@ -27,9 +27,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dli_kernel import __version__
-from dli_kernel.server.arrow_results import ARROW_STREAM_MIME
+from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXTENSIONS, MAX_WAIT, STATEMENT_DONE
 from dli_kernel.server.manager import (
-    DEFAULT_MAX_ROWS,
     Conflict,
     Invalid,
     ManagerError,
@@ -47,9 +46,6 @@ STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
 # What this server adds to Livy, listed in GET /version for clients that look; plain Livy clients never do:
 # - wait: GET on a statement or session with ?wait=<seconds> answers as soon as its state changes;
 # - arrow: "resultFormat": "arrow" on a statement, and GET .../statements/{id}/result for the stream.
-EXTENSIONS = ("wait", "arrow")
-MAX_WAIT = 30.0  # seconds a long-poll may hold a request: well inside any client's read timeout
-STATEMENT_DONE = ("available", "error", "cancelled")
 DLI_PREFIX = "/v2.0/{project_id}"
 
 

@@ -29,21 +29,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dli_kernel.server import arrow_results
-from dli_kernel.server.driver import Driver, DriverError, ExecutionResult, PortTaken
+from dli_kernel.protocol import (
+    DEFAULT_MAX_ROWS,
+    DRIVER_LOG,
+    ENDED_STATES,
+    KINDS,
+    PROGRESS_FILE,
+    RESULT_FORMATS,
+    RESULTS_DIR,
+    SESSION_STATES,
+    job_group,
+    result_path,
+)
+from dli_kernel.server import driver_code
+from dli_kernel.server.driver_process import Driver, DriverError, ExecutionResult, PortTaken
 from dli_kernel.server.pool import REFILL_DELAY, DriverPool, PooledDriver, stop_leftovers
-from dli_kernel.server.runtime import PROGRESS_FILE, job_group
 from dli_kernel.spec import SessionSpec, normalize_kind, spark_memory
 
 log = logging.getLogger("dli_kernel.server")
 
-LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shutting_down")
-ENDED_STATES = ("error", "dead", "killed", "success")
-SESSION_STATES = LIVE_STATES + ENDED_STATES
-STATEMENT_KINDS = ("pyspark", "spark", "sql")
+STATEMENT_KINDS = KINDS
 POOLED_KINDS = ("pyspark", "sql")  # kinds whose driver is the Python kernel the pool starts
-RESULT_FORMATS = ("json", "arrow")
-DEFAULT_MAX_ROWS = 1000
 KEPT_ENDED_SESSIONS = 500
 REPEAT_INTERRUPT_AFTER = 3.0
 LAUNCH_ATTEMPTS = 3  # a driver that lost a port of its connection file is started again
@@ -127,7 +133,7 @@ class Session:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "driver.log"
+        return self.workdir / DRIVER_LOG
 
     @property
     def ended(self) -> bool:
@@ -182,7 +188,7 @@ class SessionManager:
                 settings.pool_size,
                 settings.state_dir / "pool",
                 self._settings_for(SessionSpec(kind="pyspark"), "dli-kernel-pooled-driver"),
-                launch=lambda workdir: Driver.launch(workdir, workdir / "driver.log", self._driver_env()),
+                launch=lambda workdir: Driver.launch(workdir, workdir / DRIVER_LOG, self._driver_env()),
                 boot=self._boot,
                 refill_delay=settings.pool_refill_delay,
             )
@@ -404,7 +410,7 @@ class SessionManager:
             )
         if statement.state != "available" or (statement.output or {}).get("status") != "ok":
             raise Conflict(f"statement {statement.id} is {statement.state} and has no result to fetch.")
-        path = session.workdir / arrow_results.result_path(statement.id)
+        path = session.workdir / result_path(statement.id)
         if not path.is_file():
             raise NotFound(
                 f"the Arrow result of statement {statement.id} is gone (a session keeps its two newest); "
@@ -562,7 +568,7 @@ class SessionManager:
         return json.loads(
             driver.call(
                 f"_dli.bootstrap({json.dumps(settings)!r})",
-                setup="import dli_kernel.server.runtime as _dli",
+                setup="import dli_kernel.driver.runtime as _dli",
                 timeout=self.settings.start_timeout,
             )
         )
@@ -626,7 +632,7 @@ class SessionManager:
                     session.queue.append(statement)
         try:
             info = json.loads(
-                driver.call("_dli.app_info()", setup="import dli_kernel.server.runtime as _dli")
+                driver.call("_dli.app_info()", setup="import dli_kernel.driver.runtime as _dli")
             )
         except DriverError:
             # The previous server died while this driver was still starting Spark: finish the job.
@@ -642,7 +648,7 @@ class SessionManager:
 
     def _code_for(self, statement: Statement) -> str:
         if statement.result_format == "arrow":
-            return arrow_results.statement_code(
+            return driver_code.arrow_statement(
                 statement.code, statement.kind, statement.max_rows, statement.id
             )
         if statement.kind == "sql":
@@ -759,7 +765,7 @@ class SessionManager:
             session.queue.clear()
             self._set_state(session, final_state, reason)
         # Arrow results can be large; an ended session's are of no further use.
-        shutil.rmtree(session.workdir / arrow_results.RESULTS_DIR, ignore_errors=True)
+        shutil.rmtree(session.workdir / RESULTS_DIR, ignore_errors=True)
 
     def _set_state(self, session: Session, state: str, message: str | None = None) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dli_kernel.server.driver import CONNECTION_FILE, Driver
+from dli_kernel.server.driver_process import CONNECTION_FILE, Driver
 
 log = logging.getLogger("dli_kernel.server")
 

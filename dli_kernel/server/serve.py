@@ -14,12 +14,12 @@ from pathlib import Path
 
 import uvicorn
 
+from dli_kernel.protocol import SERVER_FILE, SESSIONS_DB
+from dli_kernel.protocol import SERVER_TOKEN_ENV as TOKEN_ENV
 from dli_kernel.server.app import create_app, prepare_held_requests, release_held_requests
 from dli_kernel.server.manager import SessionManager, Settings
 from dli_kernel.server.store import Store
 
-SERVER_FILE = "server.json"
-TOKEN_ENV = "DLI_KERNEL_SERVER_TOKEN"
 DEFAULT_POOL = 1
 # Kernels send a heartbeat every 30 s and cells at any time: keep their connection open in between, so a
 # cell after a pause does not pay for a new one (uvicorn's default closes it after 5 s).
@@ -98,7 +98,7 @@ def serve(
         Settings(
             state_dir=state_dir, master=master, keep_sessions_on_exit=keep_sessions_on_exit, pool_size=pool
         ),
-        Store(state_dir / "sessions.db"),
+        Store(state_dir / SESSIONS_DB),
     )
     server_file = state_dir / SERVER_FILE
 

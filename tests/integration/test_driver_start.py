@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dli_kernel.server import driver as driver_module
-from dli_kernel.server.driver import Driver, DriverDied, PortTaken
+from dli_kernel.server.driver_process import Driver, DriverDied, PortTaken
 from dli_kernel.server.manager import Session, SessionManager, Settings
 from dli_kernel.server.store import Store
 from dli_kernel.spec import SessionSpec

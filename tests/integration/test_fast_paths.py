@@ -17,7 +17,7 @@ import requests
 
 from dli_kernel.client import SessionInfo, SessionsClient, StatementFailed
 from dli_kernel.client.auth import BearerToken
-from dli_kernel.session import RemoteSession
+from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.spec import SessionSpec
 from tests.integration.conftest import Server, driver_pid, driver_pids, pid_alive, wait_gone
 

@@ -17,7 +17,6 @@ import pytest
 from dli_kernel.client import ClientError, MissingDependency
 from dli_kernel.client.results import (
     INLINE_MARKER,
-    TIMEZONE_KEY,
     arrow_to_pandas,
     frame_from_file,
     frame_from_stream,
@@ -25,7 +24,9 @@ from dli_kernel.client.results import (
     parse_inline,
     require_arrow,
 )
-from dli_kernel.server import arrow_results
+from dli_kernel.driver import arrow_results
+from dli_kernel.protocol import TIMEZONE_KEY, result_path
+from dli_kernel.server import driver_code
 
 
 def stream(table: pa.Table) -> bytes:
@@ -159,7 +160,7 @@ def test_missing_pyarrow_is_one_clear_sentence(monkeypatch: pytest.MonkeyPatch) 
 def test_writer_puts_the_zone_in_the_stream_and_keeps_the_newest_two(tmp_path: Path) -> None:
     table = pa.table({"x": [1, 2, 3]})
     for statement_id in (1, 2, 10):
-        path = tmp_path / arrow_results.result_path(statement_id)
+        path = tmp_path / result_path(statement_id)
         size = arrow_results.write_stream(table, path, "Europe/Paris")
         assert size == path.stat().st_size
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["10.arrow", "2.arrow"]
@@ -176,7 +177,7 @@ def test_pandas_frames_are_results_too() -> None:
 
 def test_statement_code_is_literal_whatever_the_query() -> None:
     query = "SELECT '\"\"\"', \"'''\", '\\\\n' -- ) ; import os\n"
-    code = arrow_results.statement_code(query, "sql", 5, 3)
+    code = driver_code.arrow_statement(query, "sql", 5, 3)
     call = ast.parse(code).body[-1].value
     assert [ast.literal_eval(arg) for arg in call.args] == [query, "sql"]
     assert {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords} == {

@@ -1,4 +1,4 @@
-"""Unit tests for the pure parts of dli_kernel.server.driver (no kernel process, no Spark)."""
+"""Unit tests for the pure parts of dli_kernel.server.driver_process (no kernel process, no Spark)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dli_kernel.processes import pid_alive as _pid_alive
-from dli_kernel.server.driver import _lines, _OutputCollector, _whole_tokens
+from dli_kernel.server.driver_process import _lines, _OutputCollector, _whole_tokens
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 

@@ -17,7 +17,7 @@ from werkzeug import Request, Response
 
 from dli_kernel.client import MissingDependency, SessionInfo, SessionsClient
 from dli_kernel.client.results import INLINE_MARKER
-from dli_kernel.session import RemoteSession
+from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.spec import SessionSpec
 from tests.unit.test_sessions_client import FAST, base_url, calls, make_httpserver, statement  # noqa: F401
 

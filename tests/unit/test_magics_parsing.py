@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from dli_kernel.kernel import SparkKernel
-from dli_kernel.magics import (
+from dli_kernel.kernel.display import result_dataframe, split_sql
+from dli_kernel.kernel.kernel import SparkKernel
+from dli_kernel.kernel.magics import (
     RemoteError,
     _bar,
     _leading_options,
@@ -20,7 +21,6 @@ from dli_kernel.magics import (
     format_duration,
     remote_error,
 )
-from dli_kernel.render import result_dataframe, split_sql
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dli_kernel.server.driver import DriverError, ExecutionResult
+from dli_kernel.server.driver_process import DriverError, ExecutionResult
 from dli_kernel.server.manager import (
     Session,
     SessionManager,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dli_kernel.render import Rendered, render, table_bundle
+from dli_kernel.kernel.display import Rendered, render, table_bundle
 
 
 def test_nothing_yet() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for dli_kernel.server.runtime's value conversion (no SparkSession, no pyspark import)."""
+"""Unit tests for dli_kernel.driver.runtime's value conversion (no SparkSession, no pyspark import)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dli_kernel.server import runtime
-from dli_kernel.server.runtime import to_json_value
+from dli_kernel.driver import runtime
+from dli_kernel.driver.runtime import to_json_value
 
 
 class FakeRow:

@@ -1,4 +1,4 @@
-"""Unit tests for how dli_kernel.server.scala_repl turns the Scala interpreter's answers into Livy outputs.
+"""Unit tests for how dli_kernel.driver.scala_repl turns the Scala interpreter's answers into Livy outputs.
 
 The answers here have the shape ``scala_repl.scala`` writes; the integration tests check that the real
 interpreter writes them.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dli_kernel.server.scala_repl import (
+from dli_kernel.driver.scala_repl import (
     ScalaError,
     ScalaFailure,
     caret_line,

@@ -1,6 +1,6 @@
 """The wrapper kernels: an IPython kernel whose plain cells run on the notebook's remote Spark session.
 
-A plain cell becomes a ``%%pyspark``, ``%%sql`` or ``%%spark`` cell of :mod:`dli_kernel.magics`; a cell
+A plain cell becomes a ``%%pyspark``, ``%%sql`` or ``%%spark`` cell of :mod:`dli_kernel.kernel.magics`; a cell
 that starts with a magic the kernel knows (``%session``, ``%%sql``, ``%%local``, IPython's own) runs
 here. So the kernels and ``%load_ext dli_kernel`` share one implementation, and ``%%local`` cells and
 ``-o`` variables live in this kernel's own Python namespace.
@@ -17,8 +17,8 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Unicode
 
 from dli_kernel import __version__
-from dli_kernel.magics import load_ipython_extension
-from dli_kernel.notebook import Notebook
+from dli_kernel.kernel.holder import Notebook
+from dli_kernel.kernel.magics import load_ipython_extension
 
 LANGUAGES = {
     "pyspark": {

@@ -6,8 +6,7 @@ own output only describes it. So a million rows never pass through the kernel's 
 memory or the session store. Spark's own Arrow collection (``DataFrame.toArrow``) builds the table: no
 row objects, no per-value conversion.
 
-The manager imports this module for ``statement_code`` and ``result_path``; everything else runs in the
-driver and imports pyarrow and pyspark only there.
+Runs in the driver only; the server sends the call (``dli_kernel.server.driver_code``) and serves the file.
 """
 
 from __future__ import annotations
@@ -15,25 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ARROW_STREAM_MIME = "application/vnd.apache.arrow.stream"
-ARROW_RESULT_MIME = "application/vnd.dli-kernel.arrow-result+json"
-TIMEZONE_KEY = b"dli_kernel.timezone"  # schema metadata: Spark's session time zone, for naive timestamps
-RESULTS_DIR = "results"
-KEEP_RESULTS = 2  # per session: the newest, and the one before it for a client still reading it
-
-
-def result_path(statement_id: int) -> str:
-    """Where statement ``statement_id``'s stream goes, relative to the session's workdir."""
-    return f"{RESULTS_DIR}/{int(statement_id)}.arrow"
-
-
-def statement_code(code: str, kind: str, max_rows: int, statement_id: int) -> str:
-    """The code the driver runs for an Arrow statement: ``code`` is SQL, or a Python expression for a
-    DataFrame. repr() of a str is a Python literal of exactly that string, so nothing in it can escape."""
-    return (
-        "import dli_kernel.server.arrow_results as _dli_arrow\n"
-        f"_dli_arrow.run({code!r}, {kind!r}, max_rows={int(max_rows)}, path={result_path(statement_id)!r})"
-    )
+from dli_kernel.protocol import ARROW_RESULT_MIME, KEEP_RESULTS, TIMEZONE_KEY
 
 
 def run(source: str, kind: str, max_rows: int, path: str) -> None:

@@ -35,12 +35,12 @@ from dli_kernel.client import (
     StatementInfo,
 )
 from dli_kernel.client.results import require_arrow
-from dli_kernel.notebook import Notebook
-from dli_kernel.render import frame_bundle, render, split_sql, table_bundle
-from dli_kernel.session import Progress, RemoteSession, SessionFailed
+from dli_kernel.kernel.display import frame_bundle, render, split_sql, table_bundle
+from dli_kernel.kernel.holder import Notebook
+from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
+from dli_kernel.protocol import DEFAULT_MAX_ROWS
 from dli_kernel.spec import KINDS, SessionSpec, SpecError, format_memory, parse_memory
 
-DEFAULT_MAX_ROWS = 1000
 BAR_AFTER = 1.0  # seconds a statement runs before its progress bar appears: fast cells stay quiet
 LOG_FOLLOW_EVERY = 1.0
 

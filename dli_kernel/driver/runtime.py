@@ -23,25 +23,15 @@ from typing import Any
 from IPython import get_ipython
 from IPython.display import display
 
-from dli_kernel.server import scala_repl
+from dli_kernel.driver import scala_repl
+from dli_kernel.protocol import DEFAULT_MAX_ROWS, LIVY_TABLE_MIME, PROGRESS_FILE, SQL_RESULT_MIME, job_group
 
-SQL_RESULT_MIME = "application/json"
-DEFAULT_MAX_ROWS = 1000
-PROGRESS_FILE = "progress.json"  # in the driver's working directory, the session's workdir
 PROGRESS_INTERVAL = 0.25
 # Clients show progress once a statement has run a second; before that, asking Spark would only cost a
 # quick statement JVM calls, which on a busy machine wait for the JVM to get a core.
 PROGRESS_FIRST = 1.0
 
 _spark = None
-
-
-def job_group(msg_id: str) -> str:
-    """The Spark job group of the statement sent as execute request ``msg_id``.
-
-    The manager knows the request's id, so it can find the statement's jobs (for progress) by this name.
-    """
-    return f"dli-{msg_id}"
 
 
 def bootstrap(settings_json: str) -> str:
@@ -239,7 +229,6 @@ def complete_scala() -> list[str]:
 
 # -- Livy's own REPL magics, which Livy clients (sparkmagic's examples, Hue, Zeppelin) send ------------
 
-LIVY_TABLE_MIME = "application/vnd.livy.table.v1+json"
 _JSON_TYPES = ((bool, "BOOLEAN_TYPE"), (int, "BIGINT_TYPE"), (float, "DOUBLE_TYPE"), (str, "STRING_TYPE"))
 
 

@@ -22,7 +22,7 @@ from dli_kernel.client import (
     StatementInfo,
 )
 from dli_kernel.client.results import require_arrow
-from dli_kernel.client.sessions_client import DEFAULT_MAX_ROWS
+from dli_kernel.protocol import DEFAULT_MAX_ROWS, EXT_WAIT
 from dli_kernel.spec import SessionSpec
 
 START_TIMEOUT = 600.0
@@ -219,7 +219,7 @@ class RemoteSession:
         self.statements_run += 1
         # Servers that long-poll answer the moment the statement is done; others are polled, starting
         # fast because most statements are done within milliseconds.
-        long_poll = "wait" in self.client.server_extensions()
+        long_poll = EXT_WAIT in self.client.server_extensions()
         wait = LONG_POLL if (on_progress or on_log or interrupted) else QUIET_LONG_POLL
         began, interval, last_log = time.monotonic(), FIRST_POLL, time.monotonic()
         cancel_sent = False

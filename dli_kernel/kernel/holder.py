@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.config import Settings, embedded_endpoint, load_settings
-from dli_kernel.session import Progress, RemoteSession, SessionFailed
+from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
 from dli_kernel.spec import SessionSpec
 
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-LIVY_TABLE_MIME = "application/vnd.livy.table.v1+json"
+from dli_kernel.protocol import LIVY_TABLE_MIME
+
 PASSED_THROUGH = ("text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown", "text/latex")
 
 

@@ -1,0 +1,3 @@
+from dli_kernel.kernel.kernel import main
+
+main()

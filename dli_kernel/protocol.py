@@ -1,0 +1,62 @@
+"""Wire constants: what the kernel side, the server and the drivers must agree on, each defined once.
+
+Imported by every process (kernel, server, driver); imports nothing, so importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+# Session states: DLI's Table 4 plus DLC's `killed` and Livy's `recovering`.
+LIVE_STATES = ("not_started", "starting", "recovering", "idle", "busy", "shutting_down")
+ENDED_STATES = ("error", "dead", "killed", "success")
+SESSION_STATES = LIVE_STATES + ENDED_STATES
+READY_STATES = ("idle", "busy", "running")  # `running` is what some Livy versions say for busy
+
+# Statement states (Livy).
+STATEMENT_STATES = ("waiting", "running", "available", "error", "cancelling", "cancelled")
+STATEMENT_DONE = ("available", "error", "cancelled")
+
+# Other spellings servers use for the same states.
+STATE_SPELLINGS = {"canceled": "cancelled", "canceling": "cancelling", "shutting down": "shutting_down"}
+
+KINDS = ("pyspark", "spark", "sql")
+KIND_ALIASES = {"python": "pyspark", "scala": "spark"}
+RESULT_FORMATS = ("json", "arrow")
+
+# Rows a SQL result carries unless the statement says otherwise (`maxRows`, -1 for all).
+DEFAULT_MAX_ROWS = 1000
+
+# Output MIME types.
+LIVY_TABLE_MIME = "application/vnd.livy.table.v1+json"  # Livy's %table magic
+SQL_RESULT_MIME = "application/json"  # Livy's SQL result: {"schema", "data"}
+ARROW_STREAM_MIME = "application/vnd.apache.arrow.stream"
+ARROW_RESULT_MIME = "application/vnd.dli-kernel.arrow-result+json"  # the server's summary of an Arrow result
+TIMEZONE_KEY = b"dli_kernel.timezone"  # Arrow schema metadata: Spark's session time zone
+
+# Extensions to Livy the embedded server lists in `GET /version`; plain Livy clients never use them.
+EXT_WAIT = "wait"  # `?wait=<seconds>` long-poll on session and statement GETs
+EXT_ARROW = "arrow"  # `"resultFormat": "arrow"` and `GET .../statements/{id}/result`
+EXTENSIONS = (EXT_WAIT, EXT_ARROW)
+MAX_WAIT = 30.0  # seconds a long-poll may hold a request: well inside any client's read timeout
+
+# Files in the server's state dir.
+SERVER_FILE = "server.json"  # url, token, pid of the running server (mode 0600)
+SERVER_LOG = "server.log"
+SESSIONS_DB = "sessions.db"
+SERVER_TOKEN_ENV = "DLI_KERNEL_SERVER_TOKEN"
+
+# Files in a session's workdir (the driver's working directory), written by the driver, read by the server.
+DRIVER_LOG = "driver.log"
+PROGRESS_FILE = "progress.json"
+RESULTS_DIR = "results"  # Arrow results, `<statement id>.arrow`
+KEEP_RESULTS = 2  # per session: the newest, and the one before it for a client still reading it
+
+
+def job_group(msg_id: str) -> str:
+    """The Spark job group of the statement sent as execute request ``msg_id``: the server knows the
+    request's id, the driver tags the statement's jobs with it, so progress and cancel find them."""
+    return f"dli-{msg_id}"
+
+
+def result_path(statement_id: int) -> str:
+    """Where statement ``statement_id``'s Arrow stream goes, relative to the session's workdir."""
+    return f"{RESULTS_DIR}/{int(statement_id)}.arrow"
