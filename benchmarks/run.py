@@ -175,7 +175,7 @@ class Kernels:
         def stop(kernel: Kernel) -> None:
             try:
                 kernel.shutdown()
-            except Exception as err:  # noqa: BLE001 - the other kernels must still be stopped
+            except Exception as err:  # the other kernels must still be stopped
                 log(f"{kernel.label}: shutdown failed: {type(err).__name__}: {err}")
 
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(kernels)))) as pool:
@@ -740,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
                 interrupted = True
                 ctx.report.note(f"{name}: interrupted (Ctrl-C); everything it started has been stopped")
                 break
-            except Exception as err:  # noqa: BLE001 - one broken benchmark must not hide the others
+            except Exception as err:  # one broken benchmark must not hide the others
                 ctx.report.note(f"{name}: failed: {type(err).__name__}: {err}")
                 log(f"{name} failed: {type(err).__name__}: {err}")
 

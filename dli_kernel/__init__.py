@@ -7,9 +7,9 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext dli_kernel``: the magics of the wrapper kernels in any IPython."""
-    import atexit  # noqa: PLC0415 - the kernel alone should not pay for the magics' imports
+    import atexit  # the kernel alone should not pay for the magics' imports
 
-    from dli_kernel.kernel.magics import load_ipython_extension as load  # noqa: PLC0415
+    from dli_kernel.kernel.magics import load_ipython_extension as load
 
     magics = load(ipython)
     # A plain IPython has no shutdown hook of its own: delete the session as the process ends.

@@ -28,7 +28,7 @@ def run_notebook(
 
     Returns 0 when every cell ran (errors only in cells tagged ``raises-exception``), else 1.
     """
-    import nbformat  # noqa: PLC0415 - the demo's own dependencies, not the kernel's
+    import nbformat  # the demo's own dependencies, not the kernel's
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -88,7 +88,7 @@ def _demo_env(root: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _environment(env: dict[str, str]):  # noqa: ANN202
+def _environment(env: dict[str, str]):
     # The kernel manager hands the kernel this process's environment; set it for the run and restore it.
     saved = dict(os.environ)
     os.environ.clear()

@@ -19,14 +19,14 @@ from dli_kernel.protocol import ARROW_RESULT_MIME, KEEP_RESULTS, TIMEZONE_KEY
 
 def run(source: str, kind: str, max_rows: int, path: str) -> None:
     """Run ``source``, write its rows (up to ``max_rows``, -1 for all) to ``path``, display a summary."""
-    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    __tracebackhide__ = True  # IPython hides this frame from the user's traceback
     from IPython import get_ipython
     from IPython.display import display
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()
     # A pyspark statement's code is the user's own expression for a DataFrame, run by the user.
-    value = spark.sql(source) if kind == "sql" else eval(source, get_ipython().user_ns)  # noqa: S307
+    value = spark.sql(source) if kind == "sql" else eval(source, get_ipython().user_ns)
     table, total = to_arrow(value, max_rows)
     timezone = spark.conf.get("spark.sql.session.timeZone")
     size = write_stream(table, Path(path), timezone)

@@ -191,7 +191,7 @@ def _request_data() -> dict[str, Any]:
 
 def run_scala() -> None:
     """Run the Scala code sent with this request; print its text, or raise its error."""
-    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    __tracebackhide__ = True  # IPython hides this frame from the user's traceback
     try:
         code = _request_data()["code"]
         scala_repl.busy.set()
@@ -233,7 +233,7 @@ _JSON_TYPES = ((bool, "BOOLEAN_TYPE"), (int, "BIGINT_TYPE"), (float, "DOUBLE_TYP
 
 
 def _user_value(expression: str) -> Any:
-    return eval(expression, get_ipython().user_ns)  # noqa: S307 - it is the user's own code, run by the user
+    return eval(expression, get_ipython().user_ns)  # it is the user's own code, run by the user
 
 
 def _table_magic(line: str) -> None:
@@ -280,7 +280,7 @@ def _matplot_magic(line: str) -> None:
 
 def run_sql(query: str, max_rows: int = DEFAULT_MAX_ROWS) -> None:
     """Run one SQL query and display Livy's ``{schema, data}`` result, saying when rows were cut."""
-    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    __tracebackhide__ = True
     frame = _spark.sql(query)
     if max_rows < 0:
         rows = frame.collect()

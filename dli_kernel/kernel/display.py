@@ -74,7 +74,7 @@ def table_bundle(names: list[str], rows: list[list[Any]], total: int) -> dict[st
 
 def frame_bundle(frame: Any, total: int, name: str, shown: int = 1000) -> dict[str, str]:
     """A table of a ``-o`` DataFrame's first rows, saying how many rows the query had and ``name`` holds."""
-    import pandas as pd  # noqa: PLC0415 - only -o needs it
+    import pandas as pd  # only -o needs it
 
     def cell(value: Any) -> Any:
         scalar = not isinstance(value, list | dict | tuple) and pd.api.types.is_scalar(value)
@@ -109,7 +109,7 @@ def result_dataframe(result: dict[str, Any]) -> Any:
     boolean), decimals Decimal objects, dates date objects, timestamps datetime64, nested values Python
     lists and dicts. Needs pandas, which the kernel does not otherwise need.
     """
-    import pandas as pd  # noqa: PLC0415 - only -o needs it
+    import pandas as pd
 
     fields = result.get("schema", {}).get("fields", [])
     rows = result.get("data", [])
@@ -123,7 +123,7 @@ def result_dataframe(result: dict[str, Any]) -> Any:
 
 
 def _column(pd: Any, values: list[Any], spark_type: Any) -> Any:
-    import decimal  # noqa: PLC0415
+    import decimal
 
     name = spark_type if isinstance(spark_type, str) else ""
     has_null = any(value is None for value in values)

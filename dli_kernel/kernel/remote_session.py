@@ -86,7 +86,7 @@ class RemoteSession:
     def _create(self) -> None:
         try:
             self.info = self.client.create_session(self.spec)
-        except Exception as err:  # noqa: BLE001 - handed to whoever waits for the session
+        except Exception as err:  # handed to whoever waits for the session
             self._create_error = err
         finally:
             self._created.set()

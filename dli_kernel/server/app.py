@@ -29,13 +29,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dli_kernel import __version__
 from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXTENSIONS, MAX_WAIT, STATEMENT_DONE
 from dli_kernel.server.manager import (
-    Conflict,
     Invalid,
+    ManagedSession,
     ManagerError,
-    NotFound,
-    Session,
     SessionManager,
     Statement,
+    UnknownId,
+    WrongState,
 )
 from dli_kernel.spec import SessionSpec, SpecError, format_memory, unknown_names
 
@@ -56,10 +56,10 @@ class Family:
     name: str
     prefix: str
     parse_spec: Callable[[Any], SessionSpec]
-    render: Callable[[Session, str], dict[str, Any]]
+    render: Callable[[ManagedSession, str], dict[str, Any]]
 
 
-def _resources(session: Session) -> dict[str, Any]:
+def _resources(session: ManagedSession) -> dict[str, Any]:
     """The fields both families report: effective resources (tier merged with overrides) and the rest."""
     spec, res = session.spec, session.spec.effective_resources()
     return {
@@ -84,7 +84,7 @@ def _resources(session: Session) -> dict[str, Any]:
     }
 
 
-def livy_session(session: Session, base_url: str) -> dict[str, Any]:
+def livy_session(session: ManagedSession, base_url: str) -> dict[str, Any]:
     return {
         "id": session.id,
         "name": session.spec.name,
@@ -101,7 +101,7 @@ def livy_session(session: Session, base_url: str) -> dict[str, Any]:
     }
 
 
-def dli_session(session: Session, base_url: str) -> dict[str, Any]:
+def dli_session(session: ManagedSession, base_url: str) -> dict[str, Any]:
     return {
         "id": session.uuid,
         "appId": session.app_id,
@@ -176,7 +176,7 @@ def _wait_param(request: Request) -> float:
 
 
 async def _hold(
-    request: Request, session: Session, statement: Statement | None, seen: str, seconds: float
+    request: Request, session: ManagedSession, statement: Statement | None, seen: str, seconds: float
 ) -> None:
     """Return once the statement (or the session) is no longer in state ``seen``, after ``seconds``, or
     when the server begins to stop, whichever comes first. The manager's threads wake us through the
@@ -221,7 +221,7 @@ def _manager(request: Request) -> SessionManager:
     return request.app.state.manager
 
 
-def _session(request: Request) -> Session:
+def _session(request: Request) -> ManagedSession:
     """The session the path names; every such request counts as a heartbeat."""
     manager = _manager(request)
     session = manager.get(request.path_params["session_id"])
@@ -229,7 +229,7 @@ def _session(request: Request) -> Session:
     return session
 
 
-def _render(request: Request, family: Family, session: Session) -> dict[str, Any]:
+def _render(request: Request, family: Family, session: ManagedSession) -> dict[str, Any]:
     return family.render(session, request.app.state.base_url)
 
 
@@ -477,8 +477,8 @@ def create_app(manager: SessionManager, token: str, base_url: str) -> Starlette:
         exception_handlers={
             SpecError: _error(400),
             Invalid: _error(400),
-            NotFound: _error(404),
-            Conflict: _error(409),
+            UnknownId: _error(404),
+            WrongState: _error(409),
             ManagerError: _error(400),
             HTTPException: _http_error,
             Exception: _unexpected,

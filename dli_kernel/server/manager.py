@@ -60,11 +60,11 @@ class ManagerError(Exception):
     """A request the manager cannot honour; ``str()`` is the sentence the client sees."""
 
 
-class NotFound(ManagerError):
+class UnknownId(ManagerError):
     pass
 
 
-class Conflict(ManagerError):
+class WrongState(ManagerError):
     """The session exists but is in a state that does not allow the request."""
 
 
@@ -73,7 +73,7 @@ class Invalid(ManagerError):
 
 
 @dataclass
-class Settings:
+class ServerSettings:
     state_dir: Path
     master: str = "local[*]"
     start_timeout: float = 180.0
@@ -108,7 +108,7 @@ class Statement:
 
 
 @dataclass
-class Session:
+class ManagedSession:
     id: int
     uuid: str
     spec: SessionSpec
@@ -169,12 +169,12 @@ class Session:
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, store: Any) -> None:
+    def __init__(self, settings: ServerSettings, store: Any) -> None:
         self.settings = settings
         self._store = store
         self._lock = threading.RLock()
         self._start_slots = threading.Semaphore(settings.parallel_starts)
-        self._sessions: dict[int, Session] = {}
+        self._sessions: dict[int, ManagedSession] = {}
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self._owner = getpass.getuser()
@@ -245,7 +245,7 @@ class SessionManager:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create(self, spec: SessionSpec, project_id: str | None = None) -> Session:
+    def create(self, spec: SessionSpec, project_id: str | None = None) -> ManagedSession:
         # Outside the lock: it may wait a moment for a pooled driver that was just launched.
         reserved = self._reserve_pooled(spec)
         try:
@@ -255,14 +255,16 @@ class SessionManager:
                 self.pool.release(reserved)
             raise
 
-    def _create(self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None) -> Session:
+    def _create(
+        self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None
+    ) -> ManagedSession:
         with self._lock:
             if self._closing.is_set():
-                raise Conflict("the server is shutting down; no new sessions are started.")
+                raise WrongState("the server is shutting down; no new sessions are started.")
             if spec.name and any(s.spec.name == spec.name for s in self._live()):
                 raise Invalid(f"a session named {spec.name!r} already exists; session names must be unique.")
             session_id = max(self._sessions, default=-1) + 1
-            session = Session(
+            session = ManagedSession(
                 id=session_id,
                 uuid=str(uuid.uuid4()),
                 spec=spec,
@@ -284,7 +286,7 @@ class SessionManager:
         self._spawn(session, recover=False, pooled=pooled)
         return session
 
-    def get(self, key: str) -> Session:
+    def get(self, key: str) -> ManagedSession:
         """A session by Livy id, DLI uuid or name."""
         with self._lock:
             if key.isdigit() and int(key) in self._sessions:
@@ -295,7 +297,7 @@ class SessionManager:
             named = [s for s in self._sessions.values() if s.spec.name == key]
             if named:
                 return max(named, key=lambda s: (not s.ended, s.id))
-        raise NotFound(f"session {key!r} does not exist; list sessions to see the ids there are.")
+        raise UnknownId(f"session {key!r} does not exist; list sessions to see the ids there are.")
 
     def list(
         self,
@@ -304,7 +306,7 @@ class SessionManager:
         name: str | None = None,
         cluster: str | None = None,
         owner: str | None = None,
-    ) -> list[Session]:
+    ) -> list[ManagedSession]:
         """Live sessions, or those in ``states`` (ended ones included) when given, oldest first."""
         wanted = set(states)
         unknown = wanted - set(SESSION_STATES)
@@ -330,20 +332,20 @@ class SessionManager:
                 found.append(session)
             return found
 
-    def touch(self, session: Session) -> None:
+    def touch(self, session: ManagedSession) -> None:
         session.last_touch = time.monotonic()
 
-    def delete(self, session: Session) -> None:
+    def delete(self, session: ManagedSession) -> None:
         """End a session at the user's request; returns once its driver is gone."""
         with self._lock:
             if session.ended or session.stopping:
-                raise NotFound(f"session {session.id} has already ended ({session.state}).")
+                raise UnknownId(f"session {session.id} has already ended ({session.state}).")
         self._end(session, "killed", "deleted by the user")
 
     # -- statements --------------------------------------------------------------------------
 
     def submit(
-        self, session: Session, code: str, kind: str | None, max_rows: int, result_format: str = "json"
+        self, session: ManagedSession, code: str, kind: str | None, max_rows: int, result_format: str = "json"
     ) -> Statement:
         kind = normalize_kind(kind, "kind") if kind else session.spec.kind
         if kind not in STATEMENT_KINDS:
@@ -357,9 +359,11 @@ class SessionManager:
             )
         with self._lock:
             if session.state == "error":
-                raise Conflict(f"session {session.id} failed to start; see its log and start a new session.")
+                raise WrongState(
+                    f"session {session.id} failed to start; see its log and start a new session."
+                )
             if session.ended or session.stopping:
-                raise Conflict(
+                raise WrongState(
                     f"session {session.id} is {session.state} and cannot run statements; start a new session."
                 )
             statement = Statement(
@@ -376,15 +380,15 @@ class SessionManager:
             self._notify(session)
             return statement
 
-    def statement(self, session: Session, statement_id: str) -> Statement:
+    def statement(self, session: ManagedSession, statement_id: str) -> Statement:
         if statement_id.isdigit() and int(statement_id) < len(session.statements):
             statement = session.statements[int(statement_id)]
             if statement.state == "running":
                 self._refresh_progress(session, statement)
             return statement
-        raise NotFound(f"statement {statement_id!r} does not exist in session {session.id}.")
+        raise UnknownId(f"statement {statement_id!r} does not exist in session {session.id}.")
 
-    def cancel(self, session: Session, statement: Statement) -> None:
+    def cancel(self, session: ManagedSession, statement: Statement) -> None:
         with self._lock:
             if statement.state == "waiting":
                 session.queue.remove(statement)
@@ -402,17 +406,17 @@ class SessionManager:
             if session.driver:
                 session.driver.interrupt()
 
-    def arrow_result(self, session: Session, statement: Statement) -> Path:
+    def arrow_result(self, session: ManagedSession, statement: Statement) -> Path:
         """The file holding a finished statement's Arrow IPC stream."""
         if statement.result_format != "arrow":
-            raise NotFound(
+            raise UnknownId(
                 f'statement {statement.id} has no Arrow result; submit it with "resultFormat": "arrow".'
             )
         if statement.state != "available" or (statement.output or {}).get("status") != "ok":
-            raise Conflict(f"statement {statement.id} is {statement.state} and has no result to fetch.")
+            raise WrongState(f"statement {statement.id} is {statement.state} and has no result to fetch.")
         path = session.workdir / result_path(statement.id)
         if not path.is_file():
-            raise NotFound(
+            raise UnknownId(
                 f"the Arrow result of statement {statement.id} is gone (a session keeps its two newest); "
                 "run the statement again."
             )
@@ -420,7 +424,7 @@ class SessionManager:
 
     @contextlib.contextmanager
     def watch(
-        self, session: Session, statement: Statement | None, wake: Callable[[], None]
+        self, session: ManagedSession, statement: Statement | None, wake: Callable[[], None]
     ) -> Iterator[None]:
         """Call ``wake()`` whenever ``statement`` (or, without one, the session) changes state, until the
         block ends. It is called from the manager's threads with the lock held, so it must not block."""
@@ -436,14 +440,14 @@ class SessionManager:
                 if not watchers:
                     self._watchers.pop(key, None)
 
-    def log_size(self, session: Session) -> int:
+    def log_size(self, session: ManagedSession) -> int:
         """The session log's size in bytes: it says whether there are new lines without reading them."""
         try:
             return session.log_path.stat().st_size
         except OSError:
             return 0
 
-    def completion(self, session: Session, code: str, kind: str | None, cursor: int) -> list[str]:
+    def completion(self, session: ManagedSession, code: str, kind: str | None, cursor: int) -> list[str]:
         kind = normalize_kind(kind) if kind else session.spec.kind
         driver = session.driver
         if driver is None or session.state not in ("idle", "busy"):
@@ -457,7 +461,7 @@ class SessionManager:
 
     # -- the worker: one thread per session ---------------------------------------------------
 
-    def _spawn(self, session: Session, recover: bool, pooled: PooledDriver | None = None) -> None:
+    def _spawn(self, session: ManagedSession, recover: bool, pooled: PooledDriver | None = None) -> None:
         # One condition per session: a change to one session wakes its worker only, not all of them.
         session.wakeup = threading.Condition(self._lock)
         thread = threading.Thread(
@@ -467,7 +471,7 @@ class SessionManager:
         self._threads.append(thread)
         thread.start()
 
-    def _work(self, session: Session, recover: bool, pooled: PooledDriver | None = None) -> None:
+    def _work(self, session: ManagedSession, recover: bool, pooled: PooledDriver | None = None) -> None:
         try:
             if recover:
                 self._reconnect(session)
@@ -513,7 +517,7 @@ class SessionManager:
                 if not session.queue and not session.stopping:
                     self._set_state(session, "idle")
 
-    def _started(self, session: Session, statement: Statement, msg_id: str) -> None:
+    def _started(self, session: ManagedSession, statement: Statement, msg_id: str) -> None:
         """The kernel began running the statement: a cancel that came before now takes effect.
 
         A SIGINT sent earlier could land while ipykernel itself is handling the request, where it is
@@ -532,7 +536,7 @@ class SessionManager:
             return None
         return self.pool.reserve(self._settings_for(spec, ""))
 
-    def _adopted(self, session: Session, pooled: PooledDriver) -> None:
+    def _adopted(self, session: ManagedSession, pooled: PooledDriver) -> None:
         with self._lock:
             session.app_id, session.ui_url = pooled.info["appId"], pooled.info["sparkUiUrl"]
             self._set_state(
@@ -541,7 +545,7 @@ class SessionManager:
                 f"took a driver from the warm pool (Spark application {session.app_id})",
             )
 
-    def _wait_pooled(self, session: Session, pooled: PooledDriver) -> None:
+    def _wait_pooled(self, session: ManagedSession, pooled: PooledDriver) -> None:
         """Wait for a pooled driver still starting; if it fails, start one of our own."""
         if pooled.ready:
             return  # adopted in create()
@@ -573,7 +577,7 @@ class SessionManager:
             )
         )
 
-    def _start_driver(self, session: Session) -> None:
+    def _start_driver(self, session: ManagedSession) -> None:
         with self._lock:
             if session.stopping:
                 return
@@ -598,7 +602,7 @@ class SessionManager:
                 session, "busy" if session.queue else "idle", f"Spark application {session.app_id}"
             )
 
-    def _launch_and_boot(self, session: Session) -> dict[str, Any] | None:
+    def _launch_and_boot(self, session: ManagedSession) -> dict[str, Any] | None:
         """Start the session's driver kernel and Spark in it; None if the session is stopped meanwhile."""
         for attempt in range(1, LAUNCH_ATTEMPTS + 1):
             with self._lock:
@@ -615,7 +619,7 @@ class SessionManager:
                 self._log(session, "a port picked for the driver was taken before it started; trying again")
         return self._boot(session.driver, self._spark_settings(session))
 
-    def _reconnect(self, session: Session) -> None:
+    def _reconnect(self, session: ManagedSession) -> None:
         driver = Driver.attach(session.workdir)
         if driver is None:
             raise DriverError("the driver process did not survive the server restart")
@@ -666,7 +670,7 @@ class SessionManager:
         env.pop("JPY_PARENT_PID", None)
         return env
 
-    def _spark_settings(self, session: Session) -> dict[str, Any]:
+    def _spark_settings(self, session: ManagedSession) -> dict[str, Any]:
         return self._settings_for(session.spec, session.spec.name or f"dli-session-{session.id}")
 
     def _settings_for(self, spec: SessionSpec, app_name: str) -> dict[str, Any]:
@@ -712,7 +716,7 @@ class SessionManager:
                 elif session.state == "idle" and session.driver and not session.driver.is_alive():
                     self._end(session, "dead", "the driver process exited")
 
-    def _repeat_interrupts(self, session: Session, now: float) -> None:
+    def _repeat_interrupts(self, session: ManagedSession, now: float) -> None:
         """A first interrupt lets a Spark call fail on its own; code that ignores it gets another.
 
         Checked and sent under the lock, so that it cannot reach a statement that started in between."""
@@ -728,7 +732,7 @@ class SessionManager:
                         session.driver.interrupt()
 
     @staticmethod
-    def _expired(session: Session, now: float) -> str | None:
+    def _expired(session: ManagedSession, now: float) -> str | None:
         spec = session.spec
         quiet = now - session.last_touch
         if spec.heartbeat_timeout_s and quiet > spec.heartbeat_timeout_s:
@@ -742,7 +746,7 @@ class SessionManager:
 
     # -- state changes (all under the lock) ---------------------------------------------------
 
-    def _end(self, session: Session, final_state: str, reason: str) -> None:
+    def _end(self, session: ManagedSession, final_state: str, reason: str) -> None:
         """Stop the driver and everything it started, then record the final state and why."""
         with self._lock:
             if session.ended:
@@ -767,7 +771,7 @@ class SessionManager:
         # Arrow results can be large; an ended session's are of no further use.
         shutil.rmtree(session.workdir / RESULTS_DIR, ignore_errors=True)
 
-    def _set_state(self, session: Session, state: str, message: str | None = None) -> None:
+    def _set_state(self, session: ManagedSession, state: str, message: str | None = None) -> None:
         with self._lock:
             if message:
                 self._log(session, message)
@@ -777,7 +781,7 @@ class SessionManager:
             self._notify(session)
             self._wake((session.id, None))
 
-    def _finish(self, session: Session, statement: Statement, state: str, output: dict | None) -> None:
+    def _finish(self, session: ManagedSession, statement: Statement, state: str, output: dict | None) -> None:
         statement.state = state
         statement.output = output
         statement.progress = 1.0
@@ -785,11 +789,11 @@ class SessionManager:
         self._save_statement(session, statement)
         self._notify(session)
 
-    def _notify(self, session: Session) -> None:
+    def _notify(self, session: ManagedSession) -> None:
         if session.wakeup is not None:
             session.wakeup.notify_all()
 
-    def _save_statement(self, session: Session, statement: Statement) -> None:
+    def _save_statement(self, session: ManagedSession, statement: Statement) -> None:
         # Every state change of a statement is saved, so this is where long-polls learn of them.
         self._store.save_statement(session.id, statement.id, statement.record())
         self._wake((session.id, statement.id))
@@ -799,12 +803,12 @@ class SessionManager:
             for wake in list(self._watchers.get(key, ())):
                 wake()
 
-    def _log(self, session: Session, message: str) -> None:
+    def _log(self, session: ManagedSession, message: str) -> None:
         stamp = time.strftime("%y/%m/%d %H:%M:%S")
         with open(session.log_path, "a") as log_file:
             log_file.write(f"{stamp} INFO dli-kernel: {message}\n")
 
-    def _refresh_progress(self, session: Session, statement: Statement) -> None:
+    def _refresh_progress(self, session: ManagedSession, statement: Statement) -> None:
         """Finished tasks / all tasks of the statement's Spark jobs, as the driver last wrote them."""
         try:
             counts = json.loads((session.workdir / PROGRESS_FILE).read_text())
@@ -813,7 +817,7 @@ class SessionManager:
         if counts.get("group") == statement.job_group and counts.get("total"):
             statement.progress = min(counts["done"] / counts["total"], 0.99)
 
-    def _live(self) -> list[Session]:
+    def _live(self) -> list[ManagedSession]:
         return [s for s in self._sessions.values() if not s.ended]
 
     def _prune(self) -> None:
@@ -850,11 +854,11 @@ def _error_output(statement: Statement, ename: str, evalue: object) -> dict[str,
     }
 
 
-def _session_from_record(record: dict[str, Any], statement_records: list[dict[str, Any]]) -> Session:
+def _session_from_record(record: dict[str, Any], statement_records: list[dict[str, Any]]) -> ManagedSession:
     spec_fields = {
         key: tuple(value) if isinstance(value, list) else value for key, value in record["spec"].items()
     }
-    session = Session(
+    session = ManagedSession(
         id=record["id"],
         uuid=record["uuid"],
         spec=SessionSpec(**spec_fields),

@@ -203,7 +203,7 @@ class DriverPool:
                     entry.kernel_up = True
                     self._cond.notify_all()
                 entry.info = self._boot(entry.driver, self.settings)
-            except Exception as err:  # noqa: BLE001 - recorded; a session waiting for it starts its own
+            except Exception as err:  # recorded; a session waiting for it starts its own
                 entry.error = str(err) or type(err).__name__
             with self._cond:
                 entry.done.set()
@@ -238,7 +238,7 @@ class DriverPool:
                 try:
                     # Under the lock: a claim must never see the directory before the pid file is in it.
                     driver = self._launch(workdir)
-                except Exception as err:  # noqa: BLE001 - any failure to start is retried later
+                except Exception as err:  # any failure to start is retried later
                     log.warning("could not start a pooled driver: %s", err)
                     self._failed()
                     shutil.rmtree(workdir, ignore_errors=True)

@@ -17,7 +17,7 @@ import uvicorn
 from dli_kernel.protocol import SERVER_FILE, SESSIONS_DB
 from dli_kernel.protocol import SERVER_TOKEN_ENV as TOKEN_ENV
 from dli_kernel.server.app import create_app, prepare_held_requests, release_held_requests
-from dli_kernel.server.manager import SessionManager, Settings
+from dli_kernel.server.manager import ServerSettings, SessionManager
 from dli_kernel.server.store import Store
 
 DEFAULT_POOL = 1
@@ -95,7 +95,7 @@ def serve(
     url = f"http://{shown_host}:{bound_port}"
 
     manager = SessionManager(
-        Settings(
+        ServerSettings(
             state_dir=state_dir, master=master, keep_sessions_on_exit=keep_sessions_on_exit, pool_size=pool
         ),
         Store(state_dir / SESSIONS_DB),

@@ -18,7 +18,7 @@ import pytest
 
 from dli_kernel.server import driver as driver_module
 from dli_kernel.server.driver_process import Driver, DriverDied, PortTaken
-from dli_kernel.server.manager import Session, SessionManager, Settings
+from dli_kernel.server.manager import ManagedSession, ServerSettings, SessionManager
 from dli_kernel.server.store import Store
 from dli_kernel.spec import SessionSpec
 
@@ -78,7 +78,7 @@ def manager(tmp_path: Path) -> Iterator[SessionManager]:
     """An in-process manager (so a test can patch what its drivers are given) that starts one at a time."""
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    settings = Settings(state_dir, master="local[1]", parallel_starts=1)
+    settings = ServerSettings(state_dir, master="local[1]", parallel_starts=1)
     manager = SessionManager(settings, Store(state_dir / "sessions.db"))
     manager.start()
     try:
@@ -87,7 +87,7 @@ def manager(tmp_path: Path) -> Iterator[SessionManager]:
         manager.close()
 
 
-def wait_started(session: Session, timeout: float = 300) -> str:
+def wait_started(session: ManagedSession, timeout: float = 300) -> str:
     """The session's state once it is up or has failed, and its log."""
     deadline = time.monotonic() + timeout
     while session.state not in ("idle", "error", "dead") and time.monotonic() < deadline:

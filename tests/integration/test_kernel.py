@@ -104,7 +104,7 @@ def test_cells_outputs_and_errors(pyspark_kernel: Kernel) -> None:
 
     reply, outputs = pyspark_kernel.execute("1 / 0")
     assert reply["status"] == "error" and reply["ename"] == "ZeroDivisionError"
-    assert [o for o in outputs if o["msg_type"] == "error"][0]["content"]["evalue"] == "division by zero"
+    assert next(o for o in outputs if o["msg_type"] == "error")["content"]["evalue"] == "division by zero"
 
     reply, outputs = pyspark_kernel.execute(
         "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
@@ -209,7 +209,7 @@ def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server
         (old,) = [s["id"] for s in server.live_sessions() if s["id"] not in before]
         kernel.manager.restart_kernel(now=False)
         kernel.client.wait_for_ready(timeout=60)
-        reply, outputs = kernel.execute("'first' in globals()")
+        _, outputs = kernel.execute("'first' in globals()")
         assert text(outputs) == "False\n"
         assert server.get(f"/sessions/{old}").json()["state"] in ("killed", "shutting_down")
     finally:

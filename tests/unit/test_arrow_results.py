@@ -227,7 +227,7 @@ def test_parse_inline_reads_what_the_session_printed() -> None:
 
 
 def test_parse_inline_without_a_result_says_what_was_printed() -> None:
-    with pytest.raises(ClientError, match="without an Arrow result.*'hello'"):
+    with pytest.raises(ClientError, match=r"without an Arrow result.*'hello'"):
         parse_inline({"status": "ok", "data": {"text/plain": "hello"}})
 
 

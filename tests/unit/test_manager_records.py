@@ -10,7 +10,7 @@ import pytest
 
 from dli_kernel.server.driver_process import DriverError, ExecutionResult
 from dli_kernel.server.manager import (
-    Session,
+    ManagedSession,
     SessionManager,
     Statement,
     _error_output,
@@ -42,7 +42,7 @@ FULL_SPEC = SessionSpec(
 )
 
 
-def make_session(tmp_path: Path, spec: SessionSpec | None = None, **kwargs) -> Session:
+def make_session(tmp_path: Path, spec: SessionSpec | None = None, **kwargs) -> ManagedSession:
     fields = {
         "id": 3,
         "uuid": "6c1f3b7e-0000-4000-8000-000000000003",
@@ -52,7 +52,7 @@ def make_session(tmp_path: Path, spec: SessionSpec | None = None, **kwargs) -> S
         "workdir": tmp_path / "sessions" / "3",
     }
     fields.update(kwargs)
-    session = Session(**fields)
+    session = ManagedSession(**fields)
     session.workdir.mkdir(parents=True, exist_ok=True)
     return session
 
@@ -161,7 +161,7 @@ def test_an_ended_session_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def logged(tmp_path: Path) -> Session:
+def logged(tmp_path: Path) -> ManagedSession:
     session = make_session(tmp_path)
     session.log_path.write_text("".join(f"line {n}\n" for n in range(10)))
     return session
@@ -180,7 +180,7 @@ def logged(tmp_path: Path) -> Session:
         (25, 5, (25, 10, [])),
     ],
 )
-def test_log_lines(logged: Session, start: int | None, size: int, expected: tuple) -> None:
+def test_log_lines(logged: ManagedSession, start: int | None, size: int, expected: tuple) -> None:
     assert logged.log_lines(start, size) == expected
 
 
@@ -209,7 +209,7 @@ def test_log_lines_survive_bad_bytes(tmp_path: Path) -> None:
 NOW = 10_000.0
 
 
-def timed_session(tmp_path: Path, quiet: float, idle: float, state: str = "idle", **spec) -> Session:
+def timed_session(tmp_path: Path, quiet: float, idle: float, state: str = "idle", **spec) -> ManagedSession:
     session = make_session(tmp_path, SessionSpec(**spec), state=state)
     session.last_touch = NOW - quiet
     session.last_activity = NOW - idle

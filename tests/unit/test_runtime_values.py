@@ -20,7 +20,7 @@ class FakeRow:
     def __init__(self, **fields: Any) -> None:
         self._fields = fields
 
-    def asDict(self) -> dict[str, Any]:  # noqa: N802 - pyspark's name
+    def asDict(self) -> dict[str, Any]:  # pyspark's name
         return dict(self._fields)
 
 
@@ -116,7 +116,7 @@ def test_a_list_of_rows() -> None:
 def test_asdict_wins_over_tuple() -> None:
     # pyspark's Row is a tuple subclass: it must come out as an object, not an array.
     class TupleRow(tuple):
-        def asDict(self) -> dict[str, Any]:  # noqa: N802 - pyspark's name
+        def asDict(self) -> dict[str, Any]:  # pyspark's name
             return {"x": self[0], "y": self[1]}
 
     assert to_json_value(TupleRow((1, "b"))) == {"x": 1, "y": "b"}

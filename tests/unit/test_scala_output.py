@@ -143,7 +143,7 @@ def test_runtime_exception_keeps_class_message_and_trace() -> None:
 )
 def test_exception_name_from_a_printed_trace(trace: str, expected: tuple[str, str]) -> None:
     assert exception_name(trace) == expected
-    text, failure = outcome({"status": "error", "steps": [], "exception": {"trace": trace}})
+    _, failure = outcome({"status": "error", "steps": [], "exception": {"trace": trace}})
     assert (failure.ename, failure.evalue) == expected
 
 

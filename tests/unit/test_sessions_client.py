@@ -1039,7 +1039,7 @@ def test_redirects_are_not_followed(httpserver: HTTPServer, client: SessionsClie
         "", status=307, headers={"Location": "http://elsewhere.example/sessions"}
     )
 
-    with pytest.raises(ClientError, match="redirects to http://elsewhere.example/sessions"):
+    with pytest.raises(ClientError, match=r"redirects to http://elsewhere\.example/sessions"):
         client.list_sessions()
 
     assert len(httpserver.log) == 1
