@@ -11,12 +11,14 @@ def load_ipython_extension(ipython: Any) -> None:
 
     from dli_kernel.kernel.magics import load_ipython_extension as load
 
-    magics = load(ipython)
+    holder = load(ipython)
     # A plain IPython has no shutdown hook of its own: delete the session as the process ends.
-    atexit.register(magics.notebook.close)
+    atexit.register(holder.close)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    for magics in list(ipython.magics_manager.registry.values()):
-        if hasattr(magics, "notebook"):
-            magics.notebook.close()
+    # Every magics class holds the same holder; closing it twice is harmless but once is enough.
+    registered = ipython.magics_manager.registry.values()
+    holders = {id(m.holder): m.holder for m in registered if hasattr(m, "holder")}
+    for holder in holders.values():
+        holder.close()

@@ -8,12 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from jupyter_core.paths import jupyter_runtime_dir
-
-
-def default_state_dir() -> Path:
-    """Where the user's embedded server keeps its state; kernels look for ``server.json`` here."""
-    return Path(jupyter_runtime_dir()) / "dli-kernel"
+from dli_kernel.embedded import default_state_dir
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -106,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run notebooks/quickstart.ipynb headless on a local Spark session, print its outputs",
+        help="run the quickstart notebook (shipped in the package) headless on a local Spark session",
     )
     demo.add_argument("--notebook", help="another notebook to run (default: the quickstart)")
     demo.add_argument("--output", help="where the executed notebook goes (default: ./<name>.executed.ipynb)")

@@ -1,8 +1,8 @@
 """Where the kernel sends sessions and with what defaults: the one place that reads the configuration.
 
 Sources, strongest first (field by field): the environment, then ``dli_kernel.json`` in the Jupyter config
-directory, then built-in defaults. With no URL anywhere the endpoint is the user's embedded server, which
-:func:`embedded_endpoint` finds (``server.json`` in its state directory) or starts, once for all kernels.
+directory, then built-in defaults. With no URL anywhere the endpoint is None: the user's embedded server,
+which :mod:`dli_kernel.embedded` finds or starts (this module never starts anything).
 
 The config file is a JSON object::
 
@@ -30,22 +30,15 @@ variable and what is accepted; no message ever holds a secret's value.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import re
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from jupyter_core.paths import jupyter_config_dir
 from requests.auth import AuthBase, HTTPBasicAuth
 
@@ -53,8 +46,6 @@ from dli_kernel.client.auth import BearerToken, HuaweiAkSk, IamToken
 from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
-from dli_kernel.processes import pid_alive
-from dli_kernel.protocol import SERVER_FILE, SERVER_LOG
 from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
@@ -63,7 +54,6 @@ __all__ = [
     "Endpoint",
     "Settings",
     "default_config_file",
-    "embedded_endpoint",
     "load_settings",
 ]
 
@@ -104,11 +94,6 @@ SESSION_ENV_VARS: dict[str, str] = {
     "sc_type": "DLI_KERNEL_SC_TYPE",
 }
 
-# Written by dli_kernel.server.serve (SERVER_FILE there; not imported, the server is an optional extra).
-START_LOCK = "start.lock"
-PROBE_TIMEOUT_S = 2.0
-_SERVER_MODULES = ("uvicorn", "starlette", "pyspark")  # what `dli-kernel server` cannot run without
-_LOG_TAIL_LINES = 20
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -156,7 +141,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Settings:
-    endpoint: Endpoint | None  # None: the embedded server, found or started by embedded_endpoint()
+    endpoint: Endpoint | None  # None: the embedded server (dli_kernel.embedded.embedded_endpoint)
     defaults: SessionSpec  # default session settings
     source: str  # which file and variables the values came from (names only, never values)
 
@@ -356,8 +341,8 @@ def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | Non
         scheme = _check_choice(*explicit, AUTH_SCHEMES)
         why = f"auth {scheme!r} in {src.path}"
         if scheme in ("bearer", "iam"):
-            token = _check_secret(*_required(src, "token", why))
-            return BearerToken(token) if scheme == "bearer" else IamToken(token)
+            secret = _check_secret(*_required(src, "token", why))
+            return BearerToken(secret) if scheme == "bearer" else IamToken(secret)
         if scheme == "basic":
             return _basic(src, why)
         if scheme == "aksk":
@@ -383,7 +368,7 @@ def _endpoint(src: _Sources) -> Endpoint | None:
     dialect = None if found is None else _check_choice(*found, DIALECTS)
     url = src.get("url")
     if url is None:
-        if dialect not in (None, "local"):
+        if found is not None and dialect != "local":
             raise ConfigError(
                 f"{found[1]} is {dialect!r} but no URL is set: set {src.names('url')}, or remove the "
                 "dialect to use the embedded server."
@@ -510,181 +495,3 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     defaults = _defaults(src)
     return Settings(endpoint=endpoint, defaults=defaults, source=src.describe())
 
-
-# -- the embedded server ----------------------------------------------------------------------------
-
-
-def _read_server_file(path: Path) -> dict[str, Any] | None:
-    """``server.json``'s url, token and pid; None if missing, half-written or not one of ours."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (
-        isinstance(info, dict)
-        and isinstance(info.get("url"), str)
-        and isinstance(info.get("token"), str)
-        and isinstance(info.get("pid"), int)
-        and not isinstance(info["pid"], bool)
-        and info["pid"] > 0  # os.kill(0 or -n, ...) would signal a process group
-    ):
-        return None
-    return info
-
-
-def _embedded(info: dict[str, Any]) -> Endpoint | None:
-    try:
-        auth = BearerToken(info["token"])
-    except (TypeError, ValueError):
-        return None
-    return Endpoint(url=info["url"].rstrip("/"), dialect="local", auth=auth, embedded=True)
-
-
-def _answers(endpoint: Endpoint) -> bool:
-    """Whether the server answers ``GET /version`` with its token within 2 s."""
-    with requests.Session() as http:
-        # Loopback without proxies: an HTTP_PROXY meant for the internet must not make a live server look
-        # dead here, or every kernel would start another one.
-        http.trust_env = False
-        try:
-            reply = http.get(f"{endpoint.url}/version", auth=endpoint.auth, timeout=PROBE_TIMEOUT_S)
-        except requests.RequestException:
-            return False
-    return reply.status_code == 200
-
-
-def _running_server(state_dir: Path) -> Endpoint | None:
-    info = _read_server_file(state_dir / SERVER_FILE)
-    if info is None or not pid_alive(info["pid"]):
-        return None
-    endpoint = _embedded(info)
-    return endpoint if endpoint is not None and _answers(endpoint) else None
-
-
-@contextlib.contextmanager
-def _start_lock(path: Path, deadline: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``: one kernel at a time checks for a server and starts one."""
-    import fcntl  # POSIX only; imported here so that configuring a remote endpoint works everywhere
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited: the server must not hold the lock
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConfigError(
-                        f"another process held {path} until the deadline while starting the embedded "
-                        "server; try again, or remove the file if no dli-kernel process is running."
-                    ) from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _log_tail(log_path: Path, offset: int) -> str:
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(offset)
-            text = log.read().decode("utf-8", errors="replace")
-    except OSError:
-        text = ""
-    lines = [line for line in text.splitlines() if line.strip()][-_LOG_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(nothing)"
-
-
-def _start_server(state_dir: Path, deadline: float, timeout: float) -> Endpoint:
-    server_file = state_dir / SERVER_FILE
-    log_path = state_dir / SERVER_LOG
-    # Whatever server.json is there belongs to a server that is gone or does not answer.
-    with contextlib.suppress(FileNotFoundError):
-        server_file.unlink()
-    command = [sys.executable, "-m", "dli_kernel", "server", "--port", "0", "--state-dir", str(state_dir)]
-    with open(log_path, "ab") as log:
-        offset = log.tell()
-        # Detached: its own session, so the signals that stop a kernel (Jupyter signals the kernel's whole
-        # process group) do not reach it; it outlives the kernel and serves all kernels of the user.
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=state_dir,  # does not pin the notebook's directory; drivers have their own work dirs
-            start_new_session=True,
-            close_fds=True,
-        )
-    try:
-        while True:
-            code = process.poll()
-            if code is not None:
-                shown = " ".join(["dli-kernel", *command[3:]])
-                raise ConfigError(
-                    f"the embedded server ({shown}) exited with code {code} before it was ready; "
-                    f"the last lines of {log_path}:\n{_log_tail(log_path, offset)}"
-                )
-            info = _read_server_file(server_file)
-            if info is not None and info["pid"] == process.pid:
-                endpoint = _embedded(info)
-                if endpoint is not None and _answers(endpoint):
-                    return endpoint
-            if time.monotonic() >= deadline:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                raise ConfigError(
-                    f"the embedded server did not become ready within {timeout:g} s, so it was stopped; "
-                    f"the last lines of {log_path}:\n{_log_tail(log_path, offset)}"
-                )
-            time.sleep(0.05)
-    finally:
-        if process.returncode is None:
-            # The kernel is its parent until the kernel exits: reap it when it ends, so no zombie remains.
-            name = f"dli-kernel-server-{process.pid}"
-            reaper = threading.Thread(target=process.wait, name=name, daemon=True)
-            reaper.start()
-
-
-def _require_server_extra() -> None:
-    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"no endpoint is configured and the embedded server needs the server extra ({', '.join(missing)} "
-            "missing): pip install 'dli-kernel[server]', or set DLI_KERNEL_URL to use Livy or DLI."
-        )
-
-
-def embedded_endpoint(state_dir: Path | None = None, start: bool = True, timeout: float = 60.0) -> Endpoint:
-    """The user's embedded server: the running one of ``state_dir``, else (``start``) a new one.
-
-    A server is running when ``<state_dir>/server.json`` names a live pid whose URL answers ``GET
-    /version`` with its token within 2 s. A new one runs detached (it outlives the kernel and is shared
-    by all kernels of the user), logs to ``<state_dir>/server.log``, and must write its ``server.json``
-    within ``timeout`` seconds. An exclusive lock on ``<state_dir>/start.lock`` makes kernels that start
-    at once share one server.
-    """
-    if state_dir is None:
-        from dli_kernel.cli import default_state_dir  # here: the CLI may come to import this module
-
-        state_dir = default_state_dir()
-    state_dir = Path(state_dir).expanduser().resolve()
-    deadline = time.monotonic() + timeout
-    endpoint = _running_server(state_dir)
-    if endpoint is not None:
-        return endpoint
-    if not start:
-        raise ConfigError(
-            f"no embedded server is running for {state_dir}: start one with "
-            f"'dli-kernel server --port 0 --state-dir {state_dir}', or set DLI_KERNEL_URL."
-        )
-    _require_server_extra()
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _start_lock(state_dir / START_LOCK, deadline):
-        endpoint = _running_server(state_dir)  # another kernel may have started it while this one waited
-        if endpoint is not None:
-            return endpoint
-        return _start_server(state_dir, deadline, timeout)

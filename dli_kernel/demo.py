@@ -18,7 +18,8 @@ from typing import Any, TextIO
 
 from dli_kernel.protocol import SERVER_FILE
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+# Package data, so the demo runs from an installed wheel as well as from a checkout.
+QUICKSTART = Path(__file__).resolve().with_name("notebooks") / "quickstart.ipynb"
 
 
 def run_notebook(
@@ -66,8 +67,13 @@ def run_notebook(
         except CellExecutionError as err:
             print(f"\nthe notebook stopped on an unexpected error:\n{err}", file=out)
             status = 1
+        except RuntimeError as err:  # nbclient's word for a kernel that died, at start or in a cell
+            print(f"\nthe {name} kernel stopped: {err}", file=out)
+            status = 1
         finally:
-            if manager.has_kernel:  # nbclient leaves a kernel it did not start to its owner
+            # nbclient leaves a kernel it did not start to its owner; a dead one has nothing to shut down
+            # (and nbclient already closed its sockets).
+            if manager.has_kernel and manager.is_alive():
                 manager.shutdown_kernel(now=False)  # the kernel deletes its session
             _stop_embedded_server(root / "runtime" / "dli-kernel")
         output.parent.mkdir(parents=True, exist_ok=True)

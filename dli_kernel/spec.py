@@ -75,7 +75,7 @@ def parse_memory(value: object, field: str) -> int:
     """Megabytes in a size such as ``"2 GB"``, ``"2048 MB"``, ``"2g"`` or ``"1.5 GiB"``; units required."""
     match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
     factor = _MB_PER_UNIT.get(match.group(2).lower()) if match else None
-    if factor is None:
+    if match is None or factor is None:
         # A bare number is refused on purpose: DLI says "the unit must be provided" (its startup fails
         # otherwise), and guessing MB, GB or bytes would silently size a session wrong by a factor of 1024.
         raise SpecError(
@@ -129,10 +129,15 @@ def parse_duration(value: object, field: str) -> int:
     return seconds
 
 
-def format_duration(seconds: int) -> str:
-    """The shortest wire form of a duration: ``"10m"`` rather than ``"600s"``."""
-    unit = next(unit for unit, size in _SECONDS_PER_UNIT.items() if seconds % size == 0)
-    return f"{seconds // _SECONDS_PER_UNIT[unit]}{unit}"
+def format_duration(seconds: float) -> str:
+    """A duration in its largest exact unit: ``"45s"``, ``"10m"``, ``"90m"``, ``"1d"``.
+
+    The one form for every duration: Livy's wire form (``parse_duration`` reads it back), and what the
+    magics show, after rounding an age to a readable unit first.
+    """
+    whole = max(int(seconds), 0)
+    unit = next((unit for unit, size in _SECONDS_PER_UNIT.items() if whole and whole % size == 0), "s")
+    return f"{whole // _SECONDS_PER_UNIT[unit]}{unit}"
 
 
 # -- field checks, as the constructor applies them -------------------------------------------------
@@ -192,8 +197,10 @@ def _conf_value(value: object) -> str | None:
 def _check_conf(value: object, field: str) -> dict[str, str]:
     if isinstance(value, dict):
         conf = {key: _conf_value(item) for key, item in value.items()}
-        if all(isinstance(key, str) and key for key in conf) and None not in conf.values():
-            return conf
+        if all(isinstance(key, str) and key for key in conf):
+            strings = {key: item for key, item in conf.items() if item is not None}
+            if len(strings) == len(conf):
+                return strings
     raise SpecError(
         f"{field} must be an object mapping non-empty setting names to strings, numbers or booleans "
         f"(got {value!r})."
@@ -244,17 +251,22 @@ def _copy_list(items: tuple) -> list:
     return copy.deepcopy(list(items))  # a wire body the caller may change without changing the spec
 
 
-_MEMORY_FIELD = {"check": _check_megabytes, "parse": parse_memory, "emit": format_memory}
-_TIMEOUT_FIELD = {"check": parse_duration, "emit": format_duration}
+def _memory_field(attr: str, wire: str) -> _Field:
+    return _Field(attr, wire, wire, _check_megabytes, parse=parse_memory, emit=format_memory)
+
+
+def _duration_field(attr: str, livy: str) -> _Field:
+    return _Field(attr, livy, None, parse_duration, emit=format_duration)
+
 
 SPEC_FIELDS: tuple[_Field, ...] = (
     _Field("kind", "kind", "kind", normalize_kind),
     _Field("name", "name", "name", _check_name),
     _Field("cluster_name", "queue", "cluster_name", _check_string),
     _Field("sc_type", None, "sc_type", _check_sc_type),
-    _Field("driver_memory_mb", "driverMemory", "driverMemory", **_MEMORY_FIELD),
+    _memory_field("driver_memory_mb", "driverMemory"),
     _Field("driver_cores", "driverCores", "driverCores", parse_positive_int),
-    _Field("executor_memory_mb", "executorMemory", "executorMemory", **_MEMORY_FIELD),
+    _memory_field("executor_memory_mb", "executorMemory"),
     _Field("executor_cores", "executorCores", "executorCores", parse_positive_int),
     _Field("num_executors", "numExecutors", "numExecutors", parse_positive_int),
     _Field("conf", "conf", "conf", _check_conf, emit=dict),
@@ -267,8 +279,8 @@ SPEC_FIELDS: tuple[_Field, ...] = (
     _Field("groups", None, "groups", _check_objects, emit=_copy_list),
     _Field("heartbeat_timeout_s", "heartbeatTimeoutInSecond", "heartbeatTimeoutInSecond", _check_heartbeat),
     _Field("proxy_user", "proxyUser", None, _check_string),
-    _Field("ttl_s", "ttl", None, **_TIMEOUT_FIELD),
-    _Field("idle_timeout_s", "idleTimeout", None, **_TIMEOUT_FIELD),
+    _duration_field("ttl_s", "ttl"),
+    _duration_field("idle_timeout_s", "idleTimeout"),
 )
 _RESOURCE_ATTRS = tuple(f.name for f in dataclasses.fields(Resources))
 _FAMILY_TITLES = {"livy": "Livy", "dli": "DLI"}

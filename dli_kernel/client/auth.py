@@ -234,7 +234,7 @@ class HuaweiAkSk(_DropOnForeignRedirect, AuthBase):
             headers["X-Project-Id"] = self._project_id
         if self._security_token is not None:
             headers["X-Security-Token"] = self._security_token.reveal()
-        headers["X-Sdk-Date"] = self._date()
+        date = headers["X-Sdk-Date"] = self._date()
         url = urlsplit(r.url or "")
         if "Host" not in headers:
             headers["Host"] = url.netloc.rpartition("@")[2]
@@ -286,7 +286,7 @@ class HuaweiAkSk(_DropOnForeignRedirect, AuthBase):
             ]
         )
         string_to_sign = "\n".join(
-            [_ALGORITHM, headers["X-Sdk-Date"], hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
+            [_ALGORITHM, date, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
         )
         signature = hmac.new(
             self._sk.reveal().encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha256

@@ -120,17 +120,18 @@ class _Column:
 
         self.field, self.rows, self.timezone = field, rows, timezone
         kind = field.type
-        self.masked = types.is_integer(kind) or types.is_boolean(kind)
+        masked = types.is_integer(kind) or types.is_boolean(kind)
         self.nested = types.is_list(kind) or types.is_large_list(kind) or types.is_struct(kind)
         self.filler = False if types.is_boolean(kind) else 0  # stands in for a null under the mask
         self.values: Any = None  # a numpy array for all the rows, made when the first batch comes
-        self.mask = np.zeros(rows, dtype=bool) if self.masked else None  # True where a value is null
+        # True where a value is null; only integer and boolean columns need one (pandas' nullable dtypes)
+        self.mask = np.zeros(rows, dtype=bool) if masked else None
         self.pieces: list[Any] = []  # for a dtype numpy cannot hold: the converted batches
 
     def add(self, array: Any, start: int) -> None:
         import numpy as np
 
-        if self.masked:
+        if self.mask is not None:
             self.mask[start : start + len(array)] = array.is_null().to_numpy(zero_copy_only=False)
             filled = array.fill_null(self.filler) if array.null_count else array
             piece = filled.to_numpy(zero_copy_only=False)
@@ -163,7 +164,7 @@ class _Column:
             self.add(pa.array([], type=self.field.type), 0)  # no rows: the dtype still comes from the type
         if self.pieces:
             return pd.concat([pd.Series(piece) for piece in self.pieces], ignore_index=True).array
-        if self.masked and self.mask.any():
+        if self.mask is not None and self.mask.any():
             if self.values.dtype == bool:
                 return pd.arrays.BooleanArray(self.values, self.mask)
             return pd.arrays.IntegerArray(self.values, self.mask)

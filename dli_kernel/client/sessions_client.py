@@ -33,6 +33,7 @@ from dli_kernel.client.errors import (
     rejection_for,
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
+from dli_kernel.client.polling import Pacer
 from dli_kernel.client.results import DataFrameResult
 from dli_kernel.protocol import ARROW_RESULT_MIME, ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXT_ARROW, EXT_WAIT
 from dli_kernel.spec import SessionSpec
@@ -40,8 +41,6 @@ from dli_kernel.spec import SessionSpec
 DEFAULT_TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
-# Polling a server without long-polls: start fast (a trivial statement is done in a few ms), back off.
-FIRST_POLL, MAX_POLL, POLL_GROWTH = 0.01, 0.25, 1.5
 LONG_POLL = 5.0  # seconds a wait_statement request may be held by a server that long-polls
 
 
@@ -102,11 +101,11 @@ class SessionsClient:
             if not spec.name or not _ambiguous(err):
                 raise
             # The server may have created it before the failure: find it rather than start a twin.
-            session = self._find_session_named(spec.name)
-            if session is None:
+            found = self._find_session_named(spec.name)
+            if found is None:
                 raise
-            self.track(session.id)
-            return session
+            self.track(found.id)
+            return found
         self._last_statement[session.id] = -1  # a new session has no statements
         return session
 
@@ -161,8 +160,10 @@ class SessionsClient:
         except (ConnectionFailed, ServerError) as err:
             if not _ambiguous(err):
                 raise  # nothing reached the server; the caller may simply try again
-            statement = self._resolve_ambiguous_submit(session_id, code, err)
-            if statement is None:
+            resolved = self._resolve_ambiguous_submit(session_id, code, err)
+            if resolved is not None:
+                statement = resolved
+            else:
                 statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
         self._last_statement[key] = statement.id
         return statement
@@ -222,24 +223,15 @@ class SessionsClient:
         Raises StatementTimeout if it is not done after ``timeout`` seconds (None: no limit); the statement
         goes on running.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        long_poll = EXT_WAIT in self.server_extensions()
-        interval = FIRST_POLL
+        pacer = Pacer(EXT_WAIT in self.server_extensions(), LONG_POLL, timeout)
         statement = self.get_statement(session_id, statement_id)
         while not statement.done:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if pacer.expired:
                 raise StatementTimeout(
                     f"statement {statement_id} of session {session_id} is still {statement.state} "
                     f"after {timeout:g} s."
                 )
-            if long_poll:
-                wait = LONG_POLL if left is None else max(0.01, min(LONG_POLL, left))
-                statement = self.get_statement(session_id, statement_id, wait=wait)
-            else:
-                time.sleep(interval if left is None else min(interval, left))
-                interval = min(interval * POLL_GROWTH, MAX_POLL)
-                statement = self.get_statement(session_id, statement_id)
+            statement = self.get_statement(session_id, statement_id, wait=pacer.pace())
         return statement
 
     # -- DataFrames ------------------------------------------------------------------------------

@@ -86,14 +86,15 @@ def _all_nullable(schema: Any) -> Any:
     return StructType.fromJson(json.loads(text))
 
 
-def write_stream(table: Any, path: Path, timezone: str) -> int:
+def write_stream(table: Any, path: Path, timezone: str | None) -> int:
     """Write ``table`` as an Arrow IPC stream, atomically; older results beyond the newest few go."""
     import pyarrow as pa
 
     path.parent.mkdir(exist_ok=True)
     _prune(path.parent, keep=KEEP_RESULTS - 1)
     metadata = dict(table.schema.metadata or {})
-    metadata[TIMEZONE_KEY] = timezone.encode()
+    if timezone:  # Spark always has a session time zone; without one, clients keep the values as UTC
+        metadata[TIMEZONE_KEY] = timezone.encode()
     table = table.replace_schema_metadata(metadata)
     scratch = path.with_suffix(".tmp")
     with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:

@@ -18,7 +18,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython import get_ipython
 from IPython.display import display
@@ -26,12 +26,21 @@ from IPython.display import display
 from dli_kernel.driver import scala_repl
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, LIVY_TABLE_MIME, PROGRESS_FILE, SQL_RESULT_MIME, job_group
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 PROGRESS_INTERVAL = 0.25
 # Clients show progress once a statement has run a second; before that, asking Spark would only cost a
 # quick statement JVM calls, which on a busy machine wait for the JVM to get a core.
 PROGRESS_FIRST = 1.0
 
-_spark = None
+_spark: SparkSession | None = None
+
+
+def _session() -> SparkSession:
+    if _spark is None:
+        raise RuntimeError("the driver's SparkSession is not started: bootstrap() runs first")
+    return _spark
 
 
 def bootstrap(settings_json: str) -> str:
@@ -69,12 +78,14 @@ def _warning_to_log(
 ) -> None:
     """Warnings go to the session log, not into a statement's text: Livy clients (sparkmagic's %%sql,
     the `livy` package's download) parse that text, and a pyspark deprecation warning breaks them."""
-    sys.__stderr__.write(warnings.formatwarning(message, category, filename, lineno, line))
-    sys.__stderr__.flush()
+    log = sys.__stderr__  # the driver's own stderr, which the server writes to the session log
+    if log is not None:
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+        log.flush()
 
 
 def app_info() -> str:
-    sc = _spark.sparkContext
+    sc = _session().sparkContext
     return json.dumps({"appId": sc.applicationId, "sparkUiUrl": sc.uiWebUrl})
 
 
@@ -167,7 +178,8 @@ _watch: _StatementWatch | None = None
 
 def _before_statement(info: Any) -> None:
     global _watch
-    _watch = _StatementWatch(_spark.sparkContext, job_group(get_ipython().parent_header["header"]["msg_id"]))
+    request_id = get_ipython().parent_header["header"]["msg_id"]
+    _watch = _StatementWatch(_session().sparkContext, job_group(request_id))
     _watch.start()
 
 
@@ -223,7 +235,9 @@ def complete_scala() -> list[str]:
         answer = scala_repl.interpreter(_spark).complete(code, cursor)
     finally:
         scala_repl.busy.clear()
-    prefix = re.search(r"(?:\w+\.)*$", code[: answer["cursor"]]).group()
+    # The dotted path before the cursor (`spark.read.`), so candidates replace the whole token.
+    dotted = re.search(r"(?:\w+\.)*$", code[: answer["cursor"]])
+    prefix = dotted.group() if dotted else ""
     return [prefix + name for name in answer["candidates"]]
 
 
@@ -281,7 +295,7 @@ def _matplot_magic(line: str) -> None:
 def run_sql(query: str, max_rows: int = DEFAULT_MAX_ROWS) -> None:
     """Run one SQL query and display Livy's ``{schema, data}`` result, saying when rows were cut."""
     __tracebackhide__ = True
-    frame = _spark.sql(query)
+    frame = _session().sql(query)
     if max_rows < 0:
         rows = frame.collect()
         total = len(rows)

@@ -113,8 +113,10 @@ def cancel_running() -> None:
 
 def _log(message: str) -> None:
     stamp = time.strftime("%y/%m/%d %H:%M:%S")
-    sys.__stderr__.write(f"{stamp} INFO dli-kernel: {message}\n")
-    sys.__stderr__.flush()
+    log = sys.__stderr__  # the driver's own stderr, which the server writes to the session log
+    if log is not None:
+        log.write(f"{stamp} INFO dli-kernel: {message}\n")
+        log.flush()
 
 
 def _user_jars(spark: Any) -> str:

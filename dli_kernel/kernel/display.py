@@ -1,15 +1,22 @@
-"""A statement's Livy output as Jupyter outputs: text as a stream, tables as HTML, figures, errors."""
+"""Every Jupyter output the kernel side makes: a statement's Livy output (text, tables, figures, errors),
+the status line and progress bar, and the tables of ``%session``."""
 
 from __future__ import annotations
 
 import datetime
 import html
 import json
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from IPython.display import DisplayHandle
+
+from dli_kernel.client import SessionInfo
 from dli_kernel.protocol import LIVY_TABLE_MIME
+from dli_kernel.spec import SessionSpec, format_duration, format_memory
 
 PASSED_THROUGH = ("text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown", "text/latex")
 
@@ -96,96 +103,209 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# -- SQL results as pandas --------------------------------------------------------------------------
-
-_INTEGERS = {"byte", "short", "integer", "long"}
-_FLOATS = {"float", "double"}
+# -- lines that change while a cell runs -----------------------------------------------------------
 
 
-def result_dataframe(result: dict[str, Any]) -> Any:
-    """A Livy SQL result (``{schema, data}``) as a pandas DataFrame with the dtypes Spark's toPandas gives.
+class StatusLine:
+    """One output line updated in place: a status or a progress bar."""
 
-    Integers are int64 (nullable Int64 when a null is present), floats float64, booleans bool (or
-    boolean), decimals Decimal objects, dates date objects, timestamps datetime64, nested values Python
-    lists and dicts. Needs pandas, which the kernel does not otherwise need.
-    """
-    import pandas as pd
+    def __init__(self) -> None:
+        self._handle: DisplayHandle | None = None
+        self._last: dict[str, str] | None = None
+        self._began = time.monotonic()
 
-    fields = result.get("schema", {}).get("fields", [])
-    rows = result.get("data", [])
-    columns = {}
-    for index, spec in enumerate(fields):
-        values = [row[index] if index < len(row) else None for row in rows]
-        columns[index] = _column(pd, values, spec.get("type"))
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
-    frame.columns = [spec["name"] for spec in fields]  # by position: duplicate names survive, as in Spark
-    return frame
+    @property
+    def shown(self) -> bool:
+        return self._handle is not None
 
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._began
 
-def _column(pd: Any, values: list[Any], spark_type: Any) -> Any:
-    import decimal
-
-    name = spark_type if isinstance(spark_type, str) else ""
-    has_null = any(value is None for value in values)
-    if name in _INTEGERS:
-        return pd.Series(values, dtype="Int64" if has_null else "int64")
-    if name in _FLOATS:
-        return pd.Series([float("nan") if v is None else float(v) for v in values], dtype="float64")
-    if name == "boolean":
-        return pd.Series(values, dtype="boolean" if has_null else "bool")
-    if name.startswith("decimal"):
-        return pd.Series([None if v is None else decimal.Decimal(v) for v in values], dtype="object")
-    if name == "date":
-        dates = [None if v is None else datetime.date.fromisoformat(v) for v in values]
-        return pd.Series(dates, dtype="object")
-    if name.startswith("timestamp"):
-        stamps = pd.to_datetime(pd.Series(values, dtype="object"), format="ISO8601")
-        return stamps.astype("datetime64[us]")  # Spark keeps microseconds
-    return pd.Series(values, dtype="object")
-
-
-def split_sql(text: str) -> list[str]:
-    """Statements separated by ``;``, ignoring those inside quotes, backticks and comments."""
-    statements: list[list[tuple[str, str]]] = [[]]
-    for kind, piece in _sql_pieces(text):
-        if kind == "separator":
-            statements.append([])
+    def show(self, bundle: str | dict[str, str]) -> None:
+        data = {"text/plain": bundle} if isinstance(bundle, str) else bundle
+        if data == self._last:
+            return  # the same words again: spare the frontend a message
+        self._last = data
+        if self._handle is None:
+            self._handle = DisplayHandle()
+            self._handle.display(data, raw=True)
         else:
-            statements[-1].append((kind, piece))
-    # A piece holding only blanks and comments (e.g. after a final ``;``) is no statement.
-    return [
-        "".join(piece for _, piece in pieces).strip()
-        for pieces in statements
-        if "".join(piece for kind, piece in pieces if kind == "code").strip()
+            self._handle.update(data, raw=True)
+
+    def finish(self, text: str) -> None:
+        """Leave a short final word, only where something was shown (fast cells show nothing)."""
+        if self._handle is not None:
+            self.show(text)
+
+
+def progress_bar(progress: float, elapsed: float, width: int = 30) -> dict[str, str]:
+    done = min(max(progress, 0.0), 1.0)
+    filled = round(done * width)
+    label = f"{done:.0%} · {elapsed:.0f} s"
+    return {
+        "text/plain": f"[{'#' * filled}{'.' * (width - filled)}] {label}",
+        "text/html": f'<progress value="{done:.3f}" max="1" style="width:20em"></progress> {label}',
+    }
+
+
+def write_log(lines: list[str]) -> None:
+    """A session's log lines, as the cell's stderr."""
+    sys.stderr.write("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    sys.stderr.flush()
+
+
+# -- %session's tables -------------------------------------------------------------------------------
+
+
+def key_value_bundle(rows: list[tuple[str, str]]) -> dict[str, str]:
+    """Two columns, names and values; a URL value is a link."""
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+        f"{_html_value(v)}</td></tr>"
+        for k, v in rows
+    )
+    width = max((len(k) for k, _ in rows), default=0)
+    return {
+        "text/html": f"<table>{body}</table>",
+        "text/plain": "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows),
+    }
+
+
+def link_bundle(label: str, url: str, title: str) -> dict[str, str]:
+    return {
+        "text/plain": f"{label}: {url}",
+        "text/html": f'<a href="{html.escape(url)}" target="_blank">{html.escape(title)}</a>',
+    }
+
+
+def _html_value(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        return f'<a href="{html.escape(value)}" target="_blank">{html.escape(value)}</a>'
+    return html.escape(value)
+
+
+def spec_rows(spec: SessionSpec) -> list[tuple[str, str]]:
+    """What a session started from ``spec`` will be."""
+    res = spec.effective_resources()
+    rows = [
+        ("kind", spec.kind),
+        ("name", spec.name or "(generated)"),
+        ("sc_type", spec.reported_sc_type),
+        ("cluster", spec.cluster_name or "(default)"),
+        ("driver", f"{format_memory(res.driver_memory_mb)}, {_cores(res.driver_cores)}"),
+        (
+            "executors",
+            f"{res.num_executors} × ({format_memory(res.executor_memory_mb)}, {_cores(res.executor_cores)})",
+        ),
+        ("conf", ", ".join(f"{k}={v}" for k, v in sorted(spec.conf.items())) or "(none)"),
+        ("heartbeat timeout", _timeout(spec.heartbeat_timeout_s)),
     ]
+    for label, values in (("jars", spec.jars), ("pyFiles", spec.py_files), ("files", spec.files)):
+        if values:
+            rows.append((label, ", ".join(values)))
+    return rows
 
 
-def _sql_pieces(text: str) -> Iterator[tuple[str, str]]:
-    """SQL as ("code" | "comment" | "separator", text) pieces; a quoted string is one code piece."""
-    i = 0
-    while i < len(text):
-        if text.startswith("--", i):
-            end = text.find("\n", i)
-            end, kind = (len(text) if end < 0 else end), "comment"
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end, kind = (len(text) if end < 0 else end + 2), "comment"
-        elif text[i] in "'\"`":
-            end, kind = _quote_end(text, i), "code"
-        else:
-            end, kind = i + 1, "separator" if text[i] == ";" else "code"
-        yield kind, text[i:end]
-        i = end
+def info_rows(info: SessionInfo, spec: SessionSpec) -> list[tuple[str, str]]:
+    """A running session's details, as the server reports them; ``spec``: what this notebook asked for."""
+    raw = info.raw
+    conf = raw.get("conf") or {}
+    if isinstance(conf, list):  # DLI documents conf as a list of objects
+        conf = {str(item.get("key")): item.get("value") for item in conf if isinstance(item, dict)}
+    rows = [
+        ("id", str(info.id)),
+        ("appId", info.app_id or ""),
+        ("name", info.name or ""),
+        ("kind", info.kind or ""),
+        ("state", info.state),
+        ("sc_type", str(raw.get("sc_type") or "")),
+        ("cluster", cluster_of(info) or ""),
+        ("owner", info.owner or ""),
+        ("proxy user", info.proxy_user or "(none)"),
+        ("driver", f"{raw.get('driverMemory') or '?'}, {_cores(raw.get('driverCores'))}"),
+        (
+            "executors",
+            f"{raw.get('numExecutors') or '?'} × ({raw.get('executorMemory') or '?'}, "
+            f"{_cores(raw.get('executorCores'))})",
+        ),
+        ("conf", ", ".join(f"{k}={v}" for k, v in sorted(conf.items())) or "(none)"),
+        ("created", created(info)),
+        ("validity period", validity(info)),
+        ("heartbeat timeout", _timeout(raw.get("heartbeatTimeoutInSecond"))),
+        ("Spark UI", info.spark_ui_url or ""),
+        ("driver log", info.driver_log_url or ""),
+    ]
+    if "sc_type" not in raw:  # plain Livy reports no resources: show what was asked for
+        rows[5] = ("sc_type", f"{spec.reported_sc_type} (requested)")
+    return rows
 
 
-def _quote_end(text: str, start: int) -> int:
-    """Where the quote opened at ``start`` ends; a backslash escapes in strings, not in `names`."""
-    quote, i = text[start], start + 1
-    while i < len(text):
-        if text[i] == "\\" and quote != "`":
-            i += 2
-            continue
-        if text[i] == quote:
-            return i + 1
-        i += 1
-    return len(text)
+def sessions_table(sessions: list[SessionInfo], is_mine: Callable[[str], bool]) -> dict[str, str]:
+    """``%session list``: one row a session, this notebook's marked with ``*``."""
+    names = ["", "name", "id", "state", "kind", "cluster", "creator", "created", "validity period"]
+    rows: list[list[Any]] = [
+        [
+            "*" if is_mine(info.id) else "",
+            info.name or "",
+            info.id,
+            info.state,
+            info.kind or "",
+            cluster_of(info) or "",
+            info.owner or "",
+            created(info),
+            validity(info),
+        ]
+        for info in sessions
+    ]
+    bundle = table_bundle(names, rows, len(rows))
+    bundle["text/plain"] += "\n* this notebook's session" if any(row[0] for row in rows) else ""
+    return bundle
+
+
+def cluster_of(info: SessionInfo) -> str | None:
+    return info.raw.get("cluster_name") or info.raw.get("queue")
+
+
+def _cores(value: object) -> str:
+    return f"{value} core{'' if value == 1 else 's'}" if isinstance(value, int) else "? cores"
+
+
+def _timeout(seconds: object) -> str:
+    return format_duration(seconds) if isinstance(seconds, int) and seconds > 0 else "none"
+
+
+def _created_at(info: SessionInfo) -> datetime.datetime | None:
+    stamp = info.raw.get("create_time")
+    if not isinstance(stamp, int | float) or stamp <= 0:
+        return None
+    return datetime.datetime.fromtimestamp(stamp / 1000, tz=datetime.UTC)  # DLI reports milliseconds
+
+
+def created(info: SessionInfo) -> str:
+    when = _created_at(info)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S") if when else ""
+
+
+def validity(info: SessionInfo, now: datetime.datetime | None = None) -> str:
+    """How long the session has run (DLC's validity period); for an ended one, until it ended."""
+    began = _created_at(info)
+    if began is None:
+        return ""
+    end = now or datetime.datetime.now(tz=datetime.UTC)
+    updated = info.raw.get("update_time")
+    if info.ended and isinstance(updated, int | float) and updated > 0:
+        end = datetime.datetime.fromtimestamp(updated / 1000, tz=datetime.UTC)
+    return format_duration(age((end - began).total_seconds()))
+
+
+# An age is read at a glance: below each limit, it is counted in whole units of that size.
+_AGE_UNITS = ((120, 1), (3 * 3600, 60), (48 * 3600, 3600))
+
+
+def age(seconds: float) -> int:
+    """``seconds`` cut to the unit it is read in: seconds below 2 min, minutes below 3 h, hours below
+    2 days, days after; ``format_duration`` then names that unit ("90s", "127m", "27h", "3d")."""
+    whole = max(int(seconds), 0)
+    size = next((size for limit, size in _AGE_UNITS if whole < limit), 86400)
+    return whole - whole % size

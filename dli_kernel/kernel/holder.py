@@ -1,6 +1,7 @@
-"""What one notebook holds: its endpoint, the spec of its next session, and the session it uses now.
+"""``SessionHolder``: what one notebook (or IPython) holds: its endpoint, the spec of its next session,
+and the session it uses now.
 
-The magics and the wrapper kernel share this; it owns the rules of replacing a session (configure,
+The magics and the wrapper kernel share one; it owns the rules of replacing a session (configure,
 restart, ``use``) so that no session the notebook started is ever left behind.
 """
 
@@ -12,12 +13,13 @@ import uuid
 from collections.abc import Callable
 
 from dli_kernel.client import SessionInfo, SessionsClient
-from dli_kernel.config import Settings, embedded_endpoint, load_settings
+from dli_kernel.config import Settings, load_settings
+from dli_kernel.embedded import embedded_endpoint
 from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
 from dli_kernel.spec import SessionSpec
 
 
-class Notebook:
+class SessionHolder:
     """The notebook's side of its sessions. Nothing touches the network until a session is asked for."""
 
     def __init__(
@@ -34,20 +36,19 @@ class Notebook:
 
     # -- where sessions go ---------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        if self._client is not None:
-            return
-        settings = self._load_settings()
-        endpoint = settings.endpoint or embedded_endpoint()
-        defaults = settings.defaults
-        self._spec = defaults if self._kind is None else defaults.replace(kind=self._kind)
-        self._client = endpoint.client()
-        self.endpoint_source = settings.source
+    def _connect(self) -> tuple[SessionsClient, SessionSpec]:
+        if self._client is None or self._spec is None:
+            settings = self._load_settings()
+            endpoint = settings.endpoint or embedded_endpoint()
+            defaults = settings.defaults
+            self._spec = defaults if self._kind is None else defaults.replace(kind=self._kind)
+            self._client = endpoint.client()
+            self.endpoint_source = settings.source
+        return self._client, self._spec
 
     @property
     def client(self) -> SessionsClient:
-        self._connect()
-        return self._client
+        return self._connect()[0]
 
     @property
     def kind(self) -> str:
@@ -57,8 +58,7 @@ class Notebook:
     @property
     def spec(self) -> SessionSpec:
         """What the next session this notebook starts will be."""
-        self._connect()
-        return self._spec
+        return self._connect()[1]
 
     @spec.setter
     def spec(self, spec: SessionSpec) -> None:
@@ -86,7 +86,7 @@ class Notebook:
             with contextlib.suppress(Exception):
                 self.start()
 
-        threading.Thread(target=start, name="dli-notebook-start", daemon=True).start()
+        threading.Thread(target=start, name="dli-session-start", daemon=True).start()
 
     def ready(self, on_state: Callable[[Progress], None] | None = None) -> RemoteSession:
         """The current session once it is ready; a session that failed to start is dropped."""

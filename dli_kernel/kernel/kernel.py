@@ -17,10 +17,10 @@ from ipykernel.kernelapp import IPKernelApp
 from traitlets import Unicode
 
 from dli_kernel import __version__
-from dli_kernel.kernel.holder import Notebook
+from dli_kernel.kernel.holder import SessionHolder
 from dli_kernel.kernel.magics import load_ipython_extension
 
-LANGUAGES = {
+LANGUAGES: dict[str, dict[str, Any]] = {
     "pyspark": {
         "name": "python",
         "mimetype": "text/x-python",
@@ -55,9 +55,9 @@ class SparkKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.notebook = Notebook(kind=self.kind)
-        self.magics = load_ipython_extension(self.shell, self.notebook)
-        self.notebook.start_in_background()
+        self.holder = SessionHolder(kind=self.kind)
+        load_ipython_extension(self.shell, self.holder)
+        self.holder.start_in_background()
 
     def cell_code(self, code: str) -> str:
         """What IPython runs: the cell itself if it starts with a magic IPython knows, else a remote cell."""
@@ -68,11 +68,16 @@ class SparkKernel(IPythonKernel):
         if first.strip() == "%%local":
             return rest  # plain Python in this kernel
         match = _MAGIC.match(first)
-        if match and self.shell.find_magic(match.group(2), "cell" if match.group(1) == "%%" else "line"):
+        shell = self.shell
+        if (
+            match
+            and shell is not None
+            and shell.find_magic(match.group(2), "cell" if match.group(1) == "%%" else "line")
+        ):
             return code
         return f"%%{self.kind}\n{code}"
 
-    async def do_execute(  # type: ignore[override]
+    async def do_execute(
         self,
         code: str,
         silent: bool,
@@ -85,10 +90,10 @@ class SparkKernel(IPythonKernel):
             self.cell_code(code), silent, store_history, user_expressions, allow_stdin, **kwargs
         )
 
-    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         if self.cell_code(code) != f"%%{self.kind}\n{code}":
             return super().do_complete(code, cursor_pos)  # a local cell: IPython completes it
-        session = self.notebook.session
+        session = self.holder.session
         matches: list[str] = []
         if session is not None:
             matches = await asyncio.to_thread(session.complete, code, cursor_pos, self.kind)
@@ -102,7 +107,7 @@ class SparkKernel(IPythonKernel):
 
     def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         # A restart starts a new kernel process, which asks for its own session.
-        self.notebook.close()
+        self.holder.close()
         return super().do_shutdown(restart)
 
 

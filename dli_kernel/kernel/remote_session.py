@@ -21,6 +21,7 @@ from dli_kernel.client import (
     SessionsClient,
     StatementInfo,
 )
+from dli_kernel.client.polling import Pacer
 from dli_kernel.client.results import require_arrow
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, EXT_WAIT
 from dli_kernel.spec import SessionSpec
@@ -28,10 +29,11 @@ from dli_kernel.spec import SessionSpec
 START_TIMEOUT = 600.0
 LOG_EVERY = 0.5
 HEARTBEAT_EVERY = 30.0
-FIRST_POLL, MAX_POLL = 0.01, 0.25
 # Seconds a statement GET may be held by a server that long-polls: short while someone wants progress,
 # log lines or a cancel to go out (they happen between requests), longer when nobody does.
 LONG_POLL, QUIET_LONG_POLL = 0.25, 5.0
+# Seconds a session GET may be held while the session starts: the status line counts whole seconds.
+START_LONG_POLL = 1.0
 
 
 class SessionFailed(Exception):
@@ -59,7 +61,10 @@ class RemoteSession:
         # Where the next statement's log lines begin, carried from one statement to the next so that a
         # statement costs no log request before it starts: (session id, line, log size in bytes or None).
         self._log_mark: tuple[str, int, int | None] | None = None
+        # Seen ready at least once (in a create or attach answer, or while waiting): if it ends now, it
+        # "ended" rather than "failed to start".
         self.ever_ready = False
+        self._waited = False  # wait_ready saw it ready: later calls trust that without a GET
         self.owned = True  # False for a session the notebook attached to: closing leaves it running
 
     @classmethod
@@ -67,6 +72,7 @@ class RemoteSession:
         """Use a session someone else started; ``close`` stops using it without deleting it."""
         session = cls(client, spec)
         session.info, session.owned = info, False
+        session.ever_ready = info.ready
         client.track(info.id)  # so an ambiguous submit on it can still be resolved
         session._created.set()
         session._start_heartbeat()
@@ -86,6 +92,7 @@ class RemoteSession:
     def _create(self) -> None:
         try:
             self.info = self.client.create_session(self.spec)
+            self.ever_ready = self.info.ready
         except Exception as err:  # handed to whoever waits for the session
             self._create_error = err
         finally:
@@ -100,9 +107,11 @@ class RemoteSession:
     def _beat(self) -> None:
         """Any request naming the session is a heartbeat; this keeps an idle notebook's session alive."""
         while not self._closing.wait(HEARTBEAT_EVERY):
+            info = self.info
             # A missed beat is retried; an ended session is reported by the next cell.
             with contextlib.suppress(ClientError):
-                self.client.get_session(self.info.id)
+                if info is not None:
+                    self.client.get_session(info.id)
 
     def wait_ready(
         self, on_state: Callable[[Progress], None] | None = None, timeout: float = START_TIMEOUT
@@ -112,27 +121,28 @@ class RemoteSession:
             raise SessionFailed(f"the session was not created within {timeout:.0f} s.")
         if self._create_error is not None:
             raise SessionFailed(f"the session could not be created: {self._create_error}")
-        if self.ever_ready:
+        info = self._info()
+        if self._waited:
             # No GET on every cell's hot path: a session that ended since is found out by the statement
             # POST itself (404 or 409), which ``run`` reports as lost.
-            return self.info
-        interval = FIRST_POLL
+            return info
+        pacer = Pacer(
+            EXT_WAIT in self.client.server_extensions(), START_LONG_POLL, timeout - (time.monotonic() - began)
+        )
+        wait: float | None = None  # the first look answers at once
         while True:
-            info = self.client.get_session(self.info.id)
-            self.info = info
-            elapsed = time.monotonic() - began
+            info = self.info = self.client.get_session(info.id, wait=wait)
             if on_state:
-                on_state(Progress(info.state, 0.0, elapsed))
+                on_state(Progress(info.state, 0.0, time.monotonic() - began))
             if info.ready:
-                self.ever_ready = True
+                self.ever_ready = self._waited = True
                 return info
             if info.ended:
                 what = "ended" if self.ever_ready else "failed to start"
                 raise SessionFailed(self._ended_message(info, what))
-            if elapsed > timeout:
+            if pacer.expired:
                 raise SessionFailed(f"session {info.id} is still {info.state} after {timeout:.0f} s.")
-            time.sleep(interval)
-            interval = min(interval * 2, 0.5)
+            wait = pacer.pace()
 
     def close(self) -> None:
         """Delete the session (if this notebook started it), also while it is still being created.
@@ -161,8 +171,12 @@ class RemoteSession:
         on_log: Callable[[list[str]], None] | None = None,
         interrupted: threading.Event | None = None,
     ) -> tuple[StatementInfo, bool]:
-        """Run one statement to its end; (statement, whether it was cancelled by ``interrupted``)."""
-        session_id = self.info.id
+        """Run one statement to its end; (statement, whether it ended cancelled).
+
+        ``interrupted`` set asks the server to cancel it; the final state still decides, so a statement
+        that finished before its cancel landed comes back with its output.
+        """
+        session_id = self._info().id
         return self._follow(
             session_id,
             lambda: self.client.submit(session_id, code, kind=kind, max_rows=max_rows),
@@ -188,7 +202,7 @@ class RemoteSession:
         anything, if pyarrow or pandas is missing here.
         """
         require_arrow()
-        session_id = self.info.id
+        session_id = self._info().id
         statement, cancelled = self._follow(
             session_id,
             lambda: self.client.submit_dataframe(session_id, query, max_rows, kind),
@@ -219,31 +233,29 @@ class RemoteSession:
         self.statements_run += 1
         # Servers that long-poll answer the moment the statement is done; others are polled, starting
         # fast because most statements are done within milliseconds.
-        long_poll = EXT_WAIT in self.client.server_extensions()
-        wait = LONG_POLL if (on_progress or on_log or interrupted) else QUIET_LONG_POLL
-        began, interval, last_log = time.monotonic(), FIRST_POLL, time.monotonic()
+        hold = LONG_POLL if (on_progress or on_log or interrupted) else QUIET_LONG_POLL
+        pacer = Pacer(EXT_WAIT in self.client.server_extensions(), hold)
+        last_log = time.monotonic()
         cancel_sent = False
         while not statement.done:
             if interrupted is not None and interrupted.is_set() and not cancel_sent:
                 self.client.cancel(session_id, statement.id)
                 cancel_sent = True
-            if not long_poll:
-                time.sleep(interval)
-                interval = min(interval * 1.5, MAX_POLL)
+            wait = pacer.pace()
             try:
-                statement = self.client.get_statement(
-                    session_id, statement.id, wait=wait if long_poll else None
-                )
+                statement = self.client.get_statement(session_id, statement.id, wait=wait)
             except NotFound as err:
                 raise SessionFailed(self._lost_message(err)) from None
             if on_progress and statement.state == "running":
-                on_progress(Progress(statement.state, statement.progress, time.monotonic() - began))
+                on_progress(Progress(statement.state, statement.progress, pacer.elapsed))
             if on_log and time.monotonic() - last_log > LOG_EVERY:
                 mark = self._stream_log(session_id, mark, on_log, statement.log_size)
                 last_log = time.monotonic()
         if on_log:
             self._log_mark = self._stream_log(session_id, mark, on_log, statement.log_size)
-        return statement, cancel_sent
+        # The final state decides, not the cancel: a statement that finished before its cancel landed
+        # keeps its output.
+        return statement, statement.state == "cancelled"
 
     def complete(self, code: str, cursor: int, kind: str) -> list[str]:
         if not self.info or not self.info.ready:
@@ -254,6 +266,11 @@ class RemoteSession:
             return []  # completion is a convenience: never an error in the notebook
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _info(self) -> SessionInfo:
+        if self.info is None:
+            raise SessionFailed("this session was closed; the next cell starts a new one.")
+        return self.info
 
     def _log_start(self, session_id: str) -> tuple[str, int, int | None] | None:
         """Where this statement's log lines begin: where the last one's ended, or else the log's end."""
@@ -290,10 +307,11 @@ class RemoteSession:
         return session_id, end, log_size if end >= page.total else None
 
     def _lost_message(self, err: ClientError) -> str:
+        session_id = self._info().id
         try:
-            info = self.client.get_session(self.info.id)
+            info = self.client.get_session(session_id)
         except ClientError:
-            return f"session {self.info.id} is gone (it may have expired or the server restarted): {err}"
+            return f"session {session_id} is gone (it may have expired or the server restarted): {err}"
         return self._ended_message(info, "ended")
 
     def _ended_message(self, info: SessionInfo, what: str) -> str:

@@ -7,7 +7,28 @@ or int(), so nothing a client sends can escape its literal. The driver-side func
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from dli_kernel.protocol import result_path
+
+# Run silently before a call that needs the runtime; importing it again is a no-op.
+RUNTIME_IMPORT = "import dli_kernel.driver.runtime as _dli"
+
+
+def bootstrap(settings: dict[str, Any]) -> str:
+    """Start Spark with ``settings`` (master, app_name, conf); the expression's value is the app info JSON."""
+    return f"_dli.bootstrap({json.dumps(settings)!r})"
+
+
+def app_info() -> str:
+    """The running Spark application's id and UI address, as JSON."""
+    return "_dli.app_info()"
+
+
+def run_sql(query: str, max_rows: int) -> str:
+    """A SQL statement whose result the driver displays as Livy's SQL result."""
+    return f"_dli.run_sql({query!r}, max_rows={int(max_rows)})"
 
 
 def arrow_statement(code: str, kind: str, max_rows: int, statement_id: int) -> str:
@@ -16,3 +37,13 @@ def arrow_statement(code: str, kind: str, max_rows: int, statement_id: int) -> s
         "import dli_kernel.driver.arrow_results as _dli_arrow\n"
         f"_dli_arrow.run({code!r}, {kind!r}, max_rows={int(max_rows)}, path={result_path(statement_id)!r})"
     )
+
+
+def scala_statement() -> str:
+    """Runs the Scala code that travels beside it as message metadata (never pasted into Python)."""
+    return "_dli.run_scala()"
+
+
+def scala_completion() -> str:
+    """Completes the Scala code and cursor that travel beside it as message metadata."""
+    return "_dli.complete_scala()"

@@ -27,13 +27,11 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from dli_kernel.processes import pid_alive
+from dli_kernel.server import driver_code
 
 CONNECTION_FILE = "kernel.json"
 PID_FILE = "driver.pid"
 REPLY_GRACE = 2.0  # seconds to wait for an execute reply once the kernel said idle
-# The driver-side entry points for Scala; the user's code travels beside them as message metadata.
-SCALA_STATEMENT = "_dli.run_scala()"
-SCALA_COMPLETION = "_dli.complete_scala()"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -328,7 +326,7 @@ class Driver:
     ) -> ExecutionResult:
         """Run one Scala statement in the driver's Scala interpreter (started on first use)."""
         return self.execute(
-            SCALA_STATEMENT, on_text, on_started, data={"code": code}, keep_final_newline=True
+            driver_code.scala_statement(), on_text, on_started, data={"code": code}, keep_final_newline=True
         )
 
     def interrupt(self) -> None:
@@ -358,7 +356,7 @@ class Driver:
                 "",
                 {"code": code, "cursor": cursor},
                 silent=True,
-                user_expressions={"value": SCALA_COMPLETION},
+                user_expressions={"value": driver_code.scala_completion()},
             )
             reply = _reply_within(client, msg_id, timeout)
             value = reply["content"].get("user_expressions", {}).get("value", {}) if reply else {}
@@ -422,7 +420,8 @@ def _reply_within(client: Any, msg_id: str, timeout: float) -> dict[str, Any] | 
 def _whole_tokens(code: str, reply: dict[str, Any]) -> list[str]:
     """IPython's matches replace code[cursor_start:cursor_end]; Livy's candidates are whole dotted names."""
     start = reply.get("cursor_start", len(code))
-    prefix = re.search(r"(?:\w+\.)*$", code[:start]).group()
+    dotted = re.search(r"(?:\w+\.)*$", code[:start])  # matches any string, if only with ""
+    prefix = dotted.group() if dotted else ""
     return [prefix + match for match in reply.get("matches", [])]
 
 

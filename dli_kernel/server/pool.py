@@ -109,8 +109,9 @@ class DriverPool:
                 usable = [e for e in self._entries if not e.error and e.kernel_up]
                 ready = [e for e in usable if e.ready and e.driver.is_alive()]
                 starting = [e for e in usable if not e.done.is_set()]
-                entry = (ready or starting or [None])[0]
-                if entry is not None:
+                candidates = ready or starting
+                if candidates:
+                    entry = candidates[0]
                     entry.claimed = True
                     self._entries.remove(entry)
                     if entry.done.is_set():
@@ -128,7 +129,7 @@ class DriverPool:
 
     def move(self, entry: PooledDriver, workdir: Path) -> bool:
         """Move a reserved driver's directory to ``workdir`` (which must not exist yet); False if it can't,
-        and then the driver is back in the pool."""
+        and then the caller ``release``s it (outside its own lock: that may stop the driver)."""
         try:
             workdir.parent.mkdir(parents=True, exist_ok=True)
             # The driver's working directory, log file and sockets follow the rename: the session's
@@ -136,7 +137,6 @@ class DriverPool:
             os.rename(entry.workdir, workdir)
         except OSError as err:
             log.warning("cannot move pooled driver %s to %s: %s", entry.workdir, workdir, err)
-            self.release(entry)
             return False
         entry.workdir = entry.driver.workdir = workdir
         return True

@@ -11,12 +11,14 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
-from dli_kernel.protocol import SERVER_FILE, SESSIONS_DB
-from dli_kernel.protocol import SERVER_TOKEN_ENV as TOKEN_ENV
-from dli_kernel.server.app import create_app, prepare_held_requests, release_held_requests
+from dli_kernel.protocol import SERVER_FILE, SERVER_TOKEN_ENV, SESSIONS_DB
+from dli_kernel.server.app import create_app
+from dli_kernel.server.longpoll import prepare_held_requests, release_held_requests
 from dli_kernel.server.manager import ServerSettings, SessionManager
 from dli_kernel.server.store import Store
 
@@ -69,11 +71,11 @@ def serve(
     """Serve until SIGTERM/SIGINT. ``pool`` drivers are started ahead for sessions with the default spec."""
     if pool < 0:
         raise ServerConfigError(f"the pool size must be 0 (no pool) or more (got {pool}).")
-    token = os.environ.get(TOKEN_ENV, "")
+    token = os.environ.get(SERVER_TOKEN_ENV, "")
     if not is_loopback(host) and not token:
         raise ServerConfigError(
             f"refusing to listen on {host}, which is not a loopback address, without a token of your own: "
-            f"set {TOKEN_ENV} to a long random secret first."
+            f"set {SERVER_TOKEN_ENV} to a long random secret first."
         )
     token = token or secrets.token_urlsafe(32)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,7 +105,7 @@ def serve(
     server_file = state_dir / SERVER_FILE
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: object) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prepare_held_requests(app)
         manager.start()
         _write_private(
@@ -118,8 +120,7 @@ def serve(
             _remove_if_ours(server_file)
             manager.close()
 
-    app = create_app(manager, token, url)
-    app.router.lifespan_context = lifespan
+    app = create_app(manager, token, url, lifespan=lifespan)
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10, timeout_keep_alive=KEEP_ALIVE
     )
@@ -129,10 +130,10 @@ def serve(
 class _Server(uvicorn.Server):
     """uvicorn waits for requests in flight before it stops; long-polls are told to answer at once."""
 
-    def __init__(self, config: uvicorn.Config, app: object) -> None:
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self._app = app
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         release_held_requests(self._app)
         super().handle_exit(sig, frame)

@@ -9,16 +9,39 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
 
 from dli_kernel.install import install
+from dli_kernel.protocol import ENDED_STATES, STATEMENT_DONE
 
-TERMINAL = ("error", "dead", "killed", "success")
+T = TypeVar("T")
+
+
+def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.1) -> T | None:
+    """``check()``'s first truthy value, or None once ``timeout`` seconds have passed without one."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+    return value
+
+
+def wait_until(
+    check: Callable[[], T | None], what: str | Callable[[], str], timeout: float = 60, interval: float = 0.1
+) -> T:
+    """Wait for a state: ``check()``'s first truthy value; fail saying ``what`` was awaited if it never
+    comes. ``check`` may itself fail early, when what it sees means the state can no longer come."""
+    value = poll(check, timeout, interval)
+    if not value:
+        described = what() if callable(what) else what
+        raise AssertionError(f"waited {timeout:g} s for {described}")
+    return value
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,6 +80,7 @@ class Server:
             stderr=self._stderr,
             text=True,
         )
+        assert self.process.stdout is not None  # a pipe, as asked
         self.banner = self.process.stdout.readline()
         info = json.loads((state_dir / "server.json").read_text())
         self.url, self.token, self.pid = info["url"], info["token"], info["pid"]
@@ -88,30 +112,52 @@ class Server:
     def wait_state(
         self, session_id: object, states: tuple[str, ...], prefix: str = "", timeout: float = 180
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            session = self.get(f"{prefix}/sessions/{session_id}").json()
-            if session["state"] in states:
-                return session
-            assert time.monotonic() < deadline, f"session {session_id} stuck in {session['state']}"
-            assert session["state"] not in TERMINAL, f"session {session_id} ended: {session['log']}"
-            time.sleep(0.2)
+        seen: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            seen.update(self.get(f"{prefix}/sessions/{session_id}").json())
+            if seen["state"] in states:
+                return seen
+            assert seen["state"] not in ENDED_STATES, f"session {session_id} ended: {seen['log']}"
+            return None
+
+        return wait_until(
+            reached, lambda: f"session {session_id} to be {states}: stuck in {seen['state']}", timeout, 0.2
+        )
 
     def submit(self, session_id: object, code: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
         response = self.post(f"{prefix}/sessions/{session_id}/statements", json={"code": code, **extra})
         assert response.status_code == 201, response.text
         return response.json()
 
+    def statement(self, session_id: object, statement_id: int, prefix: str = "") -> dict[str, Any]:
+        return self.get(f"{prefix}/sessions/{session_id}/statements/{statement_id}").json()
+
     def wait_statement(
-        self, session_id: object, statement_id: int, prefix: str = "", timeout: float = 180
+        self,
+        session_id: object,
+        statement_id: int,
+        prefix: str = "",
+        timeout: float = 180,
+        states: tuple[str, ...] = STATEMENT_DONE,
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            statement = self.get(f"{prefix}/sessions/{session_id}/statements/{statement_id}").json()
-            if statement["state"] not in ("waiting", "running", "cancelling"):
-                return statement
-            assert time.monotonic() < deadline, f"statement {statement_id} stuck in {statement['state']}"
-            time.sleep(0.05)
+        """The statement once it is in one of ``states`` (by default: once it is done). Waiting for a
+        state it can no longer reach, because it is done, fails at once."""
+        seen: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            seen.update(self.statement(session_id, statement_id, prefix))
+            if seen["state"] in states:
+                return seen
+            assert seen["state"] not in STATEMENT_DONE, f"statement {statement_id} ended: {seen}"
+            return None
+
+        return wait_until(
+            reached,
+            lambda: f"statement {statement_id} to be {states}: stuck in {seen['state']}",
+            timeout,
+            0.05,
+        )
 
     def run(self, session_id: object, code: str, prefix: str = "", **extra: Any) -> dict[str, Any]:
         """Run a statement to completion and return its output."""
@@ -125,7 +171,8 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=timeout)
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._stderr.close()
         return code
 
@@ -167,20 +214,74 @@ def driver_pids(state_dir: Path) -> list[int]:
 
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:
-    """Wait until the driver ``pid`` and every process it started are gone."""
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) or group_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    """Wait until the driver ``pid`` and every process it started are gone; whether they went."""
+    return poll(lambda: not (pid_alive(pid) or group_alive(pid)), timeout) is not None
+
+
+def new_sessions(server: Server, before: set[int]) -> list[dict[str, Any]]:
+    """The live sessions whose ids are not in ``before``."""
+    return [s for s in server.live_sessions() if s["id"] not in before]
 
 
 def wait_no_new_sessions(server: Server, before: set[int]) -> None:
-    deadline = time.monotonic() + 60
-    while [s for s in server.live_sessions() if s["id"] not in before]:
-        assert time.monotonic() < deadline, "the kernel's session outlived the kernel"
-        time.sleep(0.2)
+    wait_until(
+        lambda: not new_sessions(server, before), "the kernel's session to end with the kernel", 60, 0.2
+    )
+
+
+# -- states a test waits for before it interrupts or cancels ----------------------------------------
+
+
+def spark_ui(session: dict[str, Any], path: str, **params: str) -> Any:
+    """``path`` of the REST API of the session's Spark UI, a real page on loopback."""
+    # A long timeout: while a statement's tasks hold every core, the UI answers slowly.
+    url = f"{session['appInfo']['sparkUiUrl']}/api/v1/applications{path}"
+    return requests.get(url, params=params, timeout=60).json()
+
+
+def spark_jobs(server: Server, session_id: object, status: str) -> list[dict[str, Any]]:
+    """The session's Spark jobs in ``status``, from its driver's Spark UI (whose store lags a little)."""
+    session = server.get(f"/sessions/{session_id}").json()
+    return spark_ui(session, f"/{session['appId']}/jobs", status=status)
+
+
+def still_running(server: Server, session_id: object, statement_id: int, waiting_for: str) -> None:
+    statement = server.statement(session_id, statement_id)
+    assert statement["state"] == "running", f"it stopped while the test waited for {waiting_for}: {statement}"
+
+
+def wait_spark_tasks(server: Server, session_id: object, statement_id: int, timeout: float = 120) -> dict:
+    """Wait until the running statement has a Spark job with tasks running; that job."""
+    server.wait_statement(session_id, statement_id, states=("running",), timeout=timeout)
+    what = f"statement {statement_id}'s Spark tasks to start"
+
+    def job_with_tasks() -> dict[str, Any] | None:
+        still_running(server, session_id, statement_id, what)
+        return next((j for j in spark_jobs(server, session_id, "running") if j["numActiveTasks"] > 0), None)
+
+    return wait_until(job_with_tasks, what, timeout, 0.2)
+
+
+def wait_no_spark_jobs(server: Server, session_id: object, timeout: float = 15) -> None:
+    wait_until(
+        lambda: not spark_jobs(server, session_id, "running"),
+        "the cancelled statement's Spark job to stop",
+        timeout,
+        0.2,
+    )
+
+
+def wait_marker(
+    server: Server, session_id: object, statement_id: int, marker: Path, timeout: float = 120
+) -> None:
+    """Wait until the running statement has created the file ``marker``: it got as far as that line."""
+    what = f"statement {statement_id} to reach the line that creates {marker.name}"
+
+    def created() -> bool:
+        still_running(server, session_id, statement_id, what)
+        return marker.exists()
+
+    wait_until(created, what, timeout, 0.05)
 
 
 @pytest.fixture(scope="session")

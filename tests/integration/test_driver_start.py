@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dli_kernel.server import driver as driver_module
+from dli_kernel.server import driver_process as driver_module
 from dli_kernel.server.driver_process import Driver, DriverDied, PortTaken
 from dli_kernel.server.manager import ManagedSession, ServerSettings, SessionManager
 from dli_kernel.server.store import Store
 from dli_kernel.spec import SessionSpec
+from tests.integration.conftest import wait_until
 
 
 @pytest.fixture
@@ -89,9 +89,12 @@ def manager(tmp_path: Path) -> Iterator[SessionManager]:
 
 def wait_started(session: ManagedSession, timeout: float = 300) -> str:
     """The session's state once it is up or has failed, and its log."""
-    deadline = time.monotonic() + timeout
-    while session.state not in ("idle", "error", "dead") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(
+        lambda: session.state in ("idle", "error", "dead"),
+        lambda: f"the driver to start or fail; log: {session.log_path.read_text()[-2000:]}",
+        timeout,
+        0.2,
+    )
     log = session.log_path.read_text()
     assert session.state == "idle", log[-2000:]
     return log

@@ -8,7 +8,7 @@ import decimal
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +18,9 @@ import requests
 from dli_kernel.client import SessionInfo, SessionsClient, StatementFailed
 from dli_kernel.client.auth import BearerToken
 from dli_kernel.kernel.remote_session import RemoteSession
+from dli_kernel.protocol import ENDED_STATES
 from dli_kernel.spec import SessionSpec
-from tests.integration.conftest import Server, driver_pid, driver_pids, pid_alive, wait_gone
+from tests.integration.conftest import Server, driver_pid, driver_pids, pid_alive, wait_gone, wait_until
 
 TYPES_QUERY = """
     SELECT id, CAST(id AS INT) AS small, IF(id % 2 = 0, NULL, id) AS maybe, id / 4 AS d,
@@ -37,15 +38,52 @@ def pool_status(server: Server) -> dict[str, int]:
 
 
 def wait_pool_ready(server: Server, timeout: float = 240) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while (status := pool_status(server))["ready"] < 1:
-        assert time.monotonic() < deadline, f"the pool did not fill: {status}"
-        time.sleep(0.2)
-    return status
+    seen: dict[str, int] = {}
+
+    def filled() -> dict[str, int] | None:
+        seen.update(pool_status(server))
+        return dict(seen) if seen["ready"] >= 1 else None
+
+    return wait_until(filled, lambda: f"the pool to fill: {seen}", timeout, 0.2)
 
 
 def pooled_pids(state_dir: Path) -> list[int]:
     return [int(p.read_text()) for p in state_dir.glob("pool/*/driver.pid")]
+
+
+class HeldGets(threading.Thread):
+    """GETs ``path`` with ``?wait=30`` one after another until ``last(answer)``, noting when each went out
+    and when it came back: a test can then act while the server holds one, and see what answered it."""
+
+    def __init__(self, server: Server, path: str, last: Callable[[requests.Response], bool]) -> None:
+        super().__init__(daemon=True)
+        self.server, self.path, self.last = server, path, last
+        self.answers: list[requests.Response] = []
+        self.sent: list[float] = []
+        self.answered: list[float] = []
+
+    def run(self) -> None:
+        while True:
+            self.sent.append(time.monotonic())
+            self.answers.append(self.server.get(self.path, params={"wait": 30}))
+            self.answered.append(time.monotonic())
+            if self.last(self.answers[-1]):
+                return
+
+    def wait_held(self, seconds: float = 0.5) -> None:
+        """Wait until a GET has been out for ``seconds`` with no answer: the server is holding it."""
+
+        def holding() -> bool:
+            sent, answered = list(self.sent), len(self.answered)
+            return len(sent) > answered and time.monotonic() - sent[-1] > seconds
+
+        wait_until(holding, f"the server to hold a GET of {self.path}", 60, 0.05)
+
+    def answered_across(self, moment: float) -> list[float]:
+        """Seconds after ``moment`` that each GET sent before it and answered after it was answered."""
+        # Not strict: a GET the server never answered has no time back.
+        pairs = zip(self.sent, self.answered, strict=False)
+        return [back - moment for out, back in pairs if out < moment < back]
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +194,20 @@ def test_a_held_get_answers_when_a_queued_statement_starts(pooled: Server, sessi
 
 def test_a_held_session_get_answers_when_the_session_ends(pooled: Server, session: dict) -> None:
     doomed = pooled.create(kind="pyspark", driverMemory="2 GB")  # not from the pool: starting a while
-    answers: list[dict] = []
-
-    def hold() -> None:
-        state = doomed["state"]
-        while state not in ("killed", "dead", "error", "success"):
-            answers.append(pooled.get(f"/sessions/{doomed['id']}/state", params={"wait": 30}).json())
-            state = answers[-1]["state"]
-
-    holder = threading.Thread(target=hold)
+    holder = HeldGets(
+        pooled, f"/sessions/{doomed['id']}/state", lambda answer: answer.json()["state"] in ENDED_STATES
+    )
     began = time.monotonic()
     holder.start()
-    time.sleep(0.5)
+    holder.wait_held()
+    deleted = time.monotonic()
     assert pooled.delete(f"/sessions/{doomed['id']}").status_code == 200
     holder.join(timeout=60)
+    answers = [answer.json() for answer in holder.answers]
     assert not holder.is_alive() and answers[-1]["state"] == "killed"
     assert len(answers) <= 5 and time.monotonic() - began < 25
+    # The GET held when the delete came was answered because of it, long before its 30 s were up.
+    assert [seconds < 10 for seconds in holder.answered_across(deleted)] == [True]
 
 
 # -- Arrow results --------------------------------------------------------------------------------
@@ -304,18 +340,34 @@ def test_remote_session_long_polls_and_reads_the_log_only_when_it_grew(
     assert statement.state == "available" and any("fast-path-marker" in line for line in logged)
 
 
-def test_remote_session_cancels_while_long_polling(session: dict, client: SessionsClient) -> None:
+def test_remote_session_cancels_while_long_polling(
+    pooled: Server, session: dict, client: SessionsClient
+) -> None:
     remote = RemoteSession(client, SessionSpec(kind="pyspark"))
     remote.info = SessionInfo(id=session["uuid"], state="idle")
+    code = "import time\ntime.sleep(120)"
     interrupted = threading.Event()
-    timer = threading.Timer(1.0, interrupted.set)
-    timer.start()
+    failed: list[AssertionError] = []
+
+    def interrupt_once_running() -> None:
+        def running() -> bool:
+            listing = pooled.get(f"/sessions/{session['id']}/statements", params={"order": "desc"}).json()
+            newest = listing["statements"][:1]
+            return bool(newest) and newest[0]["code"] == code and newest[0]["state"] == "running"
+
+        try:
+            wait_until(running, "the statement to run", 60, 0.05)
+        except AssertionError as err:
+            failed.append(err)
+        interrupted.set()
+
+    watcher = threading.Thread(target=interrupt_once_running, daemon=True)
+    watcher.start()
     began = time.monotonic()
-    statement, cancelled = remote.run("import time\ntime.sleep(120)", interrupted=interrupted)
-    timer.join()
-    assert (
-        cancelled and statement.state in ("cancelled", "available", "error") and time.monotonic() - began < 60
-    )
+    statement, cancelled = remote.run(code, interrupted=interrupted)
+    watcher.join()
+    assert not failed, failed
+    assert cancelled and statement.state == "cancelled" and time.monotonic() - began < 60
     assert remote.run("'still fine'")[0].output["data"]["text/plain"] == "'still fine'"
 
 
@@ -326,11 +378,7 @@ def test_a_starting_pooled_driver_is_taken_and_a_crash_leaves_nothing_behind(tmp
     state_dir = tmp_path / "state"
     first = Server(state_dir, pool=1)
     try:
-        deadline = time.monotonic() + 30
-        while not pooled_pids(state_dir):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        starting = pooled_pids(state_dir)[0]
+        starting = wait_until(lambda: pooled_pids(state_dir), "the pool to start a driver", 30, 0.05)[0]
         early = first.create(kind="pyspark")  # the pooled driver is still starting: it is taken anyway
         assert early["state"] in ("not_started", "starting")
         first.wait_state(early["id"], ("idle",), timeout=240)
@@ -346,14 +394,14 @@ def test_a_starting_pooled_driver_is_taken_and_a_crash_leaves_nothing_behind(tmp
         assert wait_gone(leftover, timeout=60), "the next server did not stop the pooled driver left behind"
         assert second.wait_state(early["id"], ("idle",), timeout=60)["state"] == "idle"  # sessions recover
         # A request held when the server is told to stop is answered, not cut off after uvicorn's grace.
-        held: list[requests.Response] = []
-        holder = threading.Thread(
-            target=lambda: held.append(second.get(f"/sessions/{early['id']}/state", params={"wait": 30}))
-        )
+        holder = HeldGets(second, f"/sessions/{early['id']}/state", lambda answer: True)
         holder.start()
-        time.sleep(0.5)
+        holder.wait_held()
+        stopping = time.monotonic()
     finally:
         second.stop()
     holder.join(timeout=30)
+    held = holder.answers
     assert held and held[0].status_code == 200 and held[0].json()["state"] == "idle"
+    assert len(holder.answered_across(stopping)) == 1  # held until the stop, and answered then
     assert wait_gone(starting, timeout=30) and not list(state_dir.glob("pool/*"))

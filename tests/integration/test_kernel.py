@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Iterator
+import json
+import queue
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,13 @@ import pytest
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from tests.integration.conftest import Server, wait_no_new_sessions
+from tests.integration.conftest import Server, new_sessions, wait_no_new_sessions, wait_until
 
 
 class Kernel:
-    def __init__(self, kernel_env: dict[str, Any], name: str) -> None:
+    def __init__(self, kernel_env: dict[str, Any], name: str, server: Server) -> None:
+        self.server = server
+        self.before = {s["id"] for s in server.live_sessions()}  # the kernel's sessions are the others
         self.manager = KernelManager(
             kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[kernel_env["kernels"]])
         )
@@ -33,10 +37,38 @@ class Kernel:
         ]
         return reply["content"], outputs
 
-    def interrupted(self, code: str, after: float = 3) -> dict[str, Any]:
-        """Start ``code``, interrupt the kernel ``after`` seconds later, and return the cell's reply."""
+    def session(self) -> dict[str, Any]:
+        """The one live session this kernel made, once the server has it."""
+        mine = wait_until(
+            lambda: new_sessions(self.server, self.before), "the kernel to ask for a session", 30
+        )
+        assert len(mine) == 1, mine
+        return mine[0]
+
+    def statement_running(self, msg_id: str, code: str) -> bool:
+        """Whether the cell's code is a running statement on the kernel's session."""
+        for session in new_sessions(self.server, self.before):
+            listing = self.server.get(f"/sessions/{session['id']}/statements", params={"order": "desc"})
+            newest = listing.json()["statements"][:1]
+            if newest and newest[0]["state"] == "running" and code in newest[0]["code"]:
+                return True
+        return False
+
+    def printed(self, msg_id: str, code: str) -> bool:
+        """Whether the cell has sent output (read from iopub, which the interrupted cell does not need)."""
+        try:
+            message = self.client.get_iopub_msg(timeout=0.1)
+        except queue.Empty:
+            return False
+        return message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream"
+
+    def interrupted(self, code: str, ready: Callable[[str, str], object] | None = None) -> dict[str, Any]:
+        """Start ``code``, interrupt the kernel once ``ready(msg_id, code)`` says the cell got as far as
+        the test needs (by default: its statement is running on the server), and return the cell's reply."""
         msg_id = self.client.execute(code)
-        time.sleep(after)
+        wait_until(
+            lambda: (ready or self.statement_running)(msg_id, code), f"the cell to get going: {code}", 180
+        )
         self.manager.interrupt_kernel()
         reply = self.client.get_shell_msg(timeout=60)
         assert reply["parent_header"]["msg_id"] == msg_id
@@ -63,39 +95,38 @@ def displays(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def pyspark_kernel(kernel_env: dict[str, Any], server: Server) -> Iterator[Kernel]:
-    before = {s["id"] for s in server.live_sessions()}
-    kernel = Kernel(kernel_env, "dli_pyspark")
+    kernel = Kernel(kernel_env, "dli_pyspark", server)
     yield kernel
     kernel.shutdown()
-    wait_no_new_sessions(server, before)
+    wait_no_new_sessions(server, kernel.before)
 
 
 def test_kernel_answers_while_its_session_starts(kernel_env: dict[str, Any], server: Server) -> None:
-    before = {s["id"] for s in server.live_sessions()}
-    kernel = Kernel(kernel_env, "dli_sql")
+    kernel = Kernel(kernel_env, "dli_sql", server)
     try:
         info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
         assert info["language_info"]["name"] == "sql" and info["implementation"] == "dli_kernel"
-        deadline = time.monotonic() + 30
-        while not (new := [s for s in server.live_sessions() if s["id"] not in before]):
-            assert time.monotonic() < deadline, "the kernel never asked for a session"
-            time.sleep(0.1)
-        assert new[0]["kind"] == "sql" and new[0]["state"] in ("not_started", "starting")
-        assert new[0]["heartbeatTimeoutInSecond"] > 0  # a crashed kernel's session is reaped
+        new = kernel.session()
+        assert new["kind"] == "sql" and new["state"] in ("not_started", "starting")
+        assert new["heartbeatTimeoutInSecond"] > 0  # a crashed kernel's session is reaped
         reply, outputs = kernel.execute("SELECT 1 AS one, 'x' AS letter")
         assert reply["status"] == "ok"
         table = displays(outputs)[-1]
         assert "<th>one</th>" in table["text/html"] and "1 row" in table["text/plain"]
     finally:
         kernel.shutdown()
-    wait_no_new_sessions(server, before)
+    wait_no_new_sessions(server, kernel.before)
 
 
 def test_shutdown_while_starting_deletes_the_session(kernel_env: dict[str, Any], server: Server) -> None:
-    before = {s["id"] for s in server.live_sessions()}
-    kernel = Kernel(kernel_env, "dli_pyspark")
-    kernel.shutdown()
-    wait_no_new_sessions(server, before)
+    kernel = Kernel(kernel_env, "dli_pyspark", server)
+    try:
+        session = kernel.session()  # the session exists: what happens to it below is the kernel's doing
+        assert session["state"] in ("not_started", "starting")
+    finally:
+        kernel.shutdown()
+    wait_no_new_sessions(server, kernel.before)
+    assert server.get(f"/sessions/{session['id']}").json()["state"] == "killed"
 
 
 def test_cells_outputs_and_errors(pyspark_kernel: Kernel) -> None:
@@ -142,15 +173,15 @@ def test_completion(pyspark_kernel: Kernel) -> None:
 
 def test_a_lost_session_is_replaced(pyspark_kernel: Kernel, server: Server) -> None:
     pyspark_kernel.execute("lost = 1")
-    mine = [s for s in server.live_sessions() if (s["name"] or "").startswith("notebook-")]
-    assert len(mine) == 1
-    for session in mine:
-        server.delete(f"/sessions/{session['id']}")
+    lost = pyspark_kernel.session()
+    assert lost["name"].startswith("notebook-")
+    assert server.delete(f"/sessions/{lost['id']}").status_code == 200
     reply, outputs = pyspark_kernel.execute("lost")
     assert reply["status"] == "error" and reply["ename"] == "SessionLost"
     assert "next cell runs on a new session" in reply["evalue"]
     reply, outputs = pyspark_kernel.execute("'fresh' if 'lost' not in globals() else 'old'")
     assert text(outputs) == "'fresh'\n"
+    assert pyspark_kernel.session()["id"] != lost["id"]
 
 
 def test_kernelspecs_installed(kernel_env: dict[str, Any]) -> None:
@@ -167,12 +198,13 @@ def test_kernelspecs_installed(kernel_env: dict[str, Any]) -> None:
 
 def test_progress_shows_as_an_updating_bar(pyspark_kernel: Kernel) -> None:
     messages: list[dict[str, Any]] = []
+    # 36 half-second tasks on local[6]: six waves, seconds after the bar appears (at one second).
     code = (
         "import time\n"
         "def slow(rows):\n"
-        "    time.sleep(0.4)\n"
+        "    time.sleep(0.5)\n"
         "    return rows\n"
-        "spark.sparkContext.parallelize(range(16), 8).mapPartitions(slow).count()"
+        "spark.sparkContext.parallelize(range(72), 36).mapPartitions(slow).count()"
     )
     reply = pyspark_kernel.client.execute_interactive(code, output_hook=messages.append, timeout=180)
     assert reply["content"]["status"] == "ok"
@@ -182,7 +214,12 @@ def test_progress_shows_as_an_updating_bar(pyspark_kernel: Kernel) -> None:
         if m["msg_type"] in ("display_data", "update_display_data")
         and m["content"]["data"].get("text/plain", "").startswith("[")
     ]
-    assert bars and any("%" in bar for bar in bars)
+    figures = [re.fullmatch(r"\[[#.]{30}\] (\d+)% · \d+ s", bar) for bar in bars]
+    assert bars and all(figures), bars
+    percents = [int(figure.group(1)) for figure in figures if figure]
+    # The figure moved: it was seen part way, took more than one value, and never went back.
+    assert any(0 < p < 100 for p in percents) and len(set(percents)) > 1, percents
+    assert percents == sorted(percents), percents
     updates = [m for m in messages if m["msg_type"] == "update_display_data"]
     assert updates and updates[-1]["content"]["data"]["text/plain"].startswith("done in")  # one line, updated
 
@@ -198,15 +235,15 @@ def test_bad_magic_input_is_one_line_and_the_kernel_goes_on(pyspark_kernel: Kern
 
 def test_logs_follow_until_interrupted(pyspark_kernel: Kernel) -> None:
     pyspark_kernel.execute("1")
-    assert pyspark_kernel.interrupted("%session logs -n 3 --follow")["status"] == "ok"
+    # Interrupted once it has shown the last lines, so while it follows the log.
+    assert pyspark_kernel.interrupted("%session logs -n 3 --follow", pyspark_kernel.printed)["status"] == "ok"
 
 
 def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server) -> None:
-    before = {s["id"] for s in server.live_sessions()}
-    kernel = Kernel(kernel_env, "dli_pyspark")
+    kernel = Kernel(kernel_env, "dli_pyspark", server)
     try:
         kernel.execute("first = 1")
-        (old,) = [s["id"] for s in server.live_sessions() if s["id"] not in before]
+        old = kernel.session()["id"]
         kernel.manager.restart_kernel(now=False)
         kernel.client.wait_for_ready(timeout=60)
         _, outputs = kernel.execute("'first' in globals()")
@@ -214,12 +251,13 @@ def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server
         assert server.get(f"/sessions/{old}").json()["state"] in ("killed", "shutting_down")
     finally:
         kernel.shutdown()
-    wait_no_new_sessions(server, before)
+    wait_no_new_sessions(server, kernel.before)
 
 
-def test_spark_kernel_runs_scala_cancels_and_completes(kernel_env: dict[str, Any], server: Server) -> None:
-    before = {s["id"] for s in server.live_sessions()}
-    kernel = Kernel(kernel_env, "dli_spark")
+def test_spark_kernel_runs_scala_cancels_and_completes(
+    kernel_env: dict[str, Any], server: Server, tmp_path: Path
+) -> None:
+    kernel = Kernel(kernel_env, "dli_spark", server)
     try:
         info = kernel.client.kernel_info(reply=True, timeout=10)["content"]
         assert info["language_info"]["name"] == "scala"
@@ -227,9 +265,12 @@ def test_spark_kernel_runs_scala_cancels_and_completes(kernel_env: dict[str, Any
         assert reply["status"] == "ok" and text(outputs).endswith("answer: Int = 42\n")
         reply = kernel.client.complete("spark.rang", 10, reply=True, timeout=60)["content"]
         assert "spark.range" in reply["matches"]
-        assert kernel.interrupted("while (true) {}")["ename"] == "KeyboardInterrupt"
+        # Interrupted once the loop runs, past compiling: it first creates a file.
+        looping = tmp_path / "looping"
+        loop = f"{{ new java.io.File({json.dumps(str(looping))}).createNewFile(); while (true) {{}} }}"
+        assert kernel.interrupted(loop, lambda msg_id, code: looping.exists())["ename"] == "KeyboardInterrupt"
         reply, outputs = kernel.execute("answer + 1")
         assert text(outputs).endswith("Int = 43\n")
     finally:
         kernel.shutdown()
-    wait_no_new_sessions(server, before)
+    wait_no_new_sessions(server, kernel.before)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import requests
 
-from tests.integration.conftest import Server, idle_session
+from tests.integration.conftest import (
+    Server,
+    idle_session,
+    wait_marker,
+    wait_no_spark_jobs,
+    wait_spark_tasks,
+    wait_until,
+)
 
 INTERPRETER_STARTED = "Scala interpreter started in"
 
@@ -71,10 +79,11 @@ def test_java_streams_of_the_statement_are_captured_and_the_jvms_log_is_not(
         'val other = new Thread(() => System.err.println("from another thread")); other.start(); other.join()'
     )
     assert text(server.run(scala, code)).startswith("java out\njava err\nother: Thread = Thread[")
-    deadline = time.monotonic() + 10
-    while "from another thread" not in log_text(server, scala):
-        assert time.monotonic() < deadline, "a JVM thread's stderr did not reach the session log"
-        time.sleep(0.2)
+    wait_until(
+        lambda: "from another thread" in log_text(server, scala),
+        "a JVM thread's stderr in the session log",
+        10,
+    )
 
 
 def test_compile_error_has_message_and_line(server: Server, scala: int) -> None:
@@ -160,44 +169,40 @@ def test_pyspark_session_runs_scala_statements(server: Server, pyspark: int) -> 
     assert text(server.run(pyspark, "21 * 2")) == "42"  # Python is still the session's default
 
 
-def _wait_running(server: Server, session_id: int, statement_id: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.get(f"/sessions/{session_id}/statements/{statement_id}").json()["state"] == "running":
-            return
-        time.sleep(0.05)
-    raise AssertionError("the statement never started running")
-
-
 def test_cancel_stops_the_statements_spark_jobs(server: Server, scala: int) -> None:
     statement = server.submit(scala, 'spark.range(10000000000000L).selectExpr("sum(id % 7)").collect()')
-    _wait_running(server, scala, statement["id"])
-    time.sleep(2)  # let the job's tasks start
+    job = wait_spark_tasks(server, scala, statement["id"])
+    assert job["jobGroup"].startswith("dli-")  # the statement's job, tagged for cancel and progress
+    # Each task has 10**12 rows or more: none can have finished, so nothing is reported done yet.
+    assert server.statement(scala, statement["id"])["progress"] == 0.0
     assert server.post(f"/sessions/{scala}/statements/{statement['id']}/cancel").json() == {"msg": "canceled"}
     done = server.wait_statement(scala, statement["id"], timeout=60)
     assert done["state"] == "cancelled"
-    session = server.get(f"/sessions/{scala}").json()
-    jobs_url = f"{session['appInfo']['sparkUiUrl']}/api/v1/applications/{session['appId']}/jobs"
-    deadline = time.monotonic() + 15
-    while requests.get(jobs_url, params={"status": "running"}, timeout=5).json():
-        assert time.monotonic() < deadline, "the cancelled statement's Spark job is still running"
-        time.sleep(0.2)
+    wait_no_spark_jobs(server, scala)
     assert text(server.run(scala, "21 * 2")).endswith("Int = 42\n")
 
 
-def test_cancel_stops_a_runaway_loop(server: Server, scala: int) -> None:
-    statement = server.submit(scala, "var spins = 0L\nwhile (true) { spins += 1 }")
-    _wait_running(server, scala, statement["id"])
-    time.sleep(1)  # into the loop, past compiling
+def in_loop(marker: Path, loop: str) -> str:
+    """``loop`` as one statement that first creates ``marker``: seeing the file, a test knows the loop
+    is compiled and running."""
+    # `locally`: a bare block after a line would be read as an argument to what that line ends with.
+    return f"locally {{ new java.io.File({json.dumps(str(marker))}).createNewFile(); {loop} }}"
+
+
+def test_cancel_stops_a_runaway_loop(server: Server, scala: int, tmp_path: Path) -> None:
+    spinning = tmp_path / "spinning"
+    statement = server.submit(scala, "var spins = 0L\n" + in_loop(spinning, "while (true) { spins += 1 }"))
+    wait_marker(server, scala, statement["id"], spinning)
     started = time.monotonic()
     server.post(f"/sessions/{scala}/statements/{statement['id']}/cancel")
     done = server.wait_statement(scala, statement["id"], timeout=60)
     assert done["state"] == "cancelled" and done["output"]["status"] == "error"
     assert time.monotonic() - started < 30
     assert text(server.run(scala, "spins > 0")).endswith("Boolean = true\n")  # the session lives on
-    sleeper = server.submit(scala, "while (true) Thread.sleep(10)")  # this one gives way to an interrupt
-    _wait_running(server, scala, sleeper["id"])
-    time.sleep(1)
+    sleeping = tmp_path / "sleeping"
+    # This one gives way to an interrupt.
+    sleeper = server.submit(scala, in_loop(sleeping, "while (true) Thread.sleep(10)"))
+    wait_marker(server, scala, sleeper["id"], sleeping)
     server.post(f"/sessions/{scala}/statements/{sleeper['id']}/cancel")
     assert server.wait_statement(scala, sleeper["id"], timeout=60)["state"] == "cancelled"
     assert text(server.run(scala, '"alive"')).endswith("String = alive\n")

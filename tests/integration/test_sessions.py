@@ -8,14 +8,19 @@ import uuid
 import pytest
 import requests
 
-from tests.integration.conftest import Server, driver_pid, wait_gone
+from dli_kernel import __version__
+from dli_kernel.protocol import SESSION_STATES
+from tests.integration.conftest import Server, driver_pid, spark_ui, wait_gone, wait_until
 
 DLI = "/v2.0/proj-1"
 
 
 def test_version(server: Server) -> None:
     reply = server.get("/version")
-    assert reply.status_code == 200 and reply.json()["version"] >= "0.5.0"
+    assert reply.status_code == 200
+    # Compared as numbers: as strings, "0.10.0" would be older than "0.5.0".
+    assert tuple(int(part) for part in reply.json()["version"].split(".")) >= (0, 5, 0)
+    assert reply.json()["dli_kernel"] == __version__
 
 
 def test_livy_session_object_and_lookups(server: Server, pyspark: int) -> None:
@@ -27,7 +32,7 @@ def test_livy_session_object_and_lookups(server: Server, pyspark: int) -> None:
     # The Spark UI is a real page on loopback.
     ui = session["appInfo"]["sparkUiUrl"]
     assert ui.startswith("http://127.0.0.1:")
-    assert requests.get(f"{ui}/api/v1/applications", timeout=5).json()[0]["id"] == session["appId"]
+    assert spark_ui(session, "")[0]["id"] == session["appId"]
     # Tier A by default, all of it reported.
     assert (session["sc_type"], session["driverMemory"], session["executorMemory"]) == ("A", "7 GB", "4 GB")
     assert (session["driverCores"], session["executorCores"], session["numExecutors"]) == (2, 1, 6)
@@ -108,14 +113,12 @@ def test_delete_while_starting_kills_the_driver(server: Server) -> None:
 def test_heartbeat_expiry_deletes_the_session(server: Server) -> None:
     session = server.create(kind="pyspark", heartbeatTimeoutInSecond=2)
     pid = driver_pid_when_started(server, session["id"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # GET /sessions is no heartbeat, so it may poll
+
+    def expired() -> bool:  # GET /sessions is no heartbeat, so it may poll
         dead = server.get("/sessions", params={"state": "dead"}).json()["sessions"]
-        if any(s["id"] == session["id"] for s in dead):
-            break
-        time.sleep(0.3)
-    else:
-        raise AssertionError("the session did not expire")
+        return any(s["id"] == session["id"] for s in dead)
+
+    wait_until(expired, "the session to expire", 30, 0.3)
     assert wait_gone(pid)
     log = "\n".join(server.get(f"/sessions/{session['id']}/log").json()["log"])
     assert "heartbeatTimeoutInSecond=2" in log
@@ -125,20 +128,18 @@ def test_heartbeat_expiry_deletes_the_session(server: Server) -> None:
 
 def driver_pid_when_started(server: Server, session_id: int) -> int:
     path = server.state_dir / "sessions" / str(session_id) / "driver.pid"
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(path.exists, f"session {session_id}'s driver to start", 30, 0.05)
     return driver_pid(server, session_id)
 
 
 def test_start_failure_is_error_with_reason_in_log(server: Server) -> None:
     session = server.create(kind="pyspark", conf={"spark.master": "bogus://nowhere"})
-    deadline = time.monotonic() + 120
-    while (state := server.get(f"/sessions/{session['id']}/state").json()["state"]) not in ("error", "idle"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert state == "error"
+
+    def settled() -> str | None:
+        state = server.get(f"/sessions/{session['id']}/state").json()["state"]
+        return state if state in ("error", "idle") else None
+
+    assert wait_until(settled, "the session to start or fail", 120, 0.2) == "error"
     log = "\n".join(
         server.get(f"/sessions/{session['id']}/log", params={"from": 0, "size": 1000}).json()["log"]
     )
@@ -206,27 +207,13 @@ def test_server_file_is_private(server: Server) -> None:
     ],
 )
 def test_bad_create_requests_get_a_clear_400(server: Server, prefix: str, body: object, needle: str) -> None:
-    before = len(server.get("/sessions", params={"state": ",".join(ALL_STATES)}).json()["sessions"])
+    before = len(server.get("/sessions", params={"state": ",".join(SESSION_STATES)}).json()["sessions"])
     reply = server.post(f"{prefix}/sessions", json=body)
     assert reply.status_code == 400, reply.text
     msg = reply.json()["msg"]
     assert needle in msg and "\n" not in msg
-    after = len(server.get("/sessions", params={"state": ",".join(ALL_STATES)}).json()["sessions"])
+    after = len(server.get("/sessions", params={"state": ",".join(SESSION_STATES)}).json()["sessions"])
     assert after == before  # nothing was created
-
-
-ALL_STATES = (
-    "not_started",
-    "starting",
-    "recovering",
-    "idle",
-    "busy",
-    "shutting_down",
-    "error",
-    "dead",
-    "killed",
-    "success",
-)
 
 
 def test_bad_json_body(server: Server) -> None:

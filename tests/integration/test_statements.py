@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 
-import requests
-
-from tests.integration.conftest import Server
+from tests.integration.conftest import Server, wait_no_spark_jobs, wait_spark_tasks, wait_until
 
 
 def test_last_expression_stdout_and_stderr_make_text_plain(server: Server, pyspark: int) -> None:
@@ -132,40 +129,45 @@ def test_statement_list_and_order(server: Server, pyspark: int) -> None:
     assert last["completed"] >= last["started"] > 0
 
 
-def _wait_running(server: Server, session_id: int, statement_id: int) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        statement = server.get(f"/sessions/{session_id}/statements/{statement_id}").json()
-        if statement["state"] == "running":
-            return statement
-        time.sleep(0.05)
-    raise AssertionError("the statement never started running")
+def test_progress_follows_finished_tasks_and_ends_at_one(server: Server, pyspark: int) -> None:
+    # 36 half-second tasks on local[6] take six waves: the driver, which writes the counts every 0.25 s
+    # after the first second, is seen with some of them done and some not.
+    code = "import time\nsc.parallelize(range(36), 36).foreach(lambda _: time.sleep(0.5))"
+    statement = server.submit(pyspark, code)
+    server.wait_statement(pyspark, statement["id"], states=("running",))
+    seen: list[float] = []
+
+    def partly_done() -> bool:
+        current = server.statement(pyspark, statement["id"])
+        assert current["state"] == "running", f"it ended before its progress was seen in (0, 1): {seen}"
+        seen.append(current["progress"])
+        return 0.0 < seen[-1] < 1.0
+
+    wait_until(partly_done, lambda: f"progress strictly between 0 and 1, saw {sorted(set(seen))}", 120, 0.05)
+    done = server.wait_statement(pyspark, statement["id"])
+    assert done["state"] == "available" and done["output"]["status"] == "ok", done
+    assert done["progress"] == 1.0
+    assert seen == sorted(seen), f"progress went back: {seen}"
 
 
 def test_cancel_stops_spark_jobs_and_session_stays_usable(server: Server, pyspark: int) -> None:
     code = "spark.range(10**13).selectExpr('sum(id % 7)').collect()"
     statement = server.submit(pyspark, code)
-    _wait_running(server, pyspark, statement["id"])
-    time.sleep(2)  # let the job's tasks start
-    progress = server.get(f"/sessions/{pyspark}/statements/{statement['id']}").json()["progress"]
-    assert 0.0 <= progress < 1.0
+    job = wait_spark_tasks(server, pyspark, statement["id"])
+    assert job["jobGroup"].startswith("dli-")  # the statement's job, tagged for cancel and progress
+    # Each task has 10**12 rows or more: none can have finished, so nothing is reported done yet.
+    assert server.statement(pyspark, statement["id"])["progress"] == 0.0
     reply = server.post(f"/sessions/{pyspark}/statements/{statement['id']}/cancel")
     assert reply.status_code == 200 and reply.json() == {"msg": "canceled"}
     done = server.wait_statement(pyspark, statement["id"], timeout=60)
     assert done["state"] == "cancelled"
-    # No job of that statement is left running on the driver (the UI's status store lags a little).
-    session = server.get(f"/sessions/{pyspark}").json()
-    jobs_url = f"{session['appInfo']['sparkUiUrl']}/api/v1/applications/{session['appId']}/jobs"
-    deadline = time.monotonic() + 15
-    while requests.get(jobs_url, params={"status": "running"}, timeout=5).json():
-        assert time.monotonic() < deadline, "the cancelled statement's Spark job is still running"
-        time.sleep(0.2)
+    wait_no_spark_jobs(server, pyspark)  # no job of that statement is left running on the driver
     assert server.run(pyspark, "21 * 2")["data"]["text/plain"] == "42"
 
 
 def test_cancel_interrupts_a_python_loop(server: Server, pyspark: int) -> None:
     statement = server.submit(pyspark, "import time\nwhile True:\n    time.sleep(0.01)")
-    _wait_running(server, pyspark, statement["id"])
+    server.wait_statement(pyspark, statement["id"], states=("running",), timeout=60)
     server.post(f"/sessions/{pyspark}/statements/{statement['id']}/cancel")
     done = server.wait_statement(pyspark, statement["id"], timeout=30)
     assert done["state"] == "cancelled"
@@ -176,7 +178,10 @@ def test_cancel_interrupts_a_python_loop(server: Server, pyspark: int) -> None:
 def test_cancel_a_waiting_statement_never_runs_it(server: Server, pyspark: int) -> None:
     blocker = server.submit(pyspark, "import time; time.sleep(1.5)")
     queued = server.submit(pyspark, "ran_anyway = True")
-    server.post(f"/sessions/{pyspark}/statements/{queued['id']}/cancel")
+    assert queued["state"] == "waiting"
+    assert server.post(f"/sessions/{pyspark}/statements/{queued['id']}/cancel").status_code == 200
+    # The blocker was not done when the cancel was answered, so the queued statement had not started.
+    assert server.statement(pyspark, blocker["id"])["state"] in ("waiting", "running")
     assert server.wait_statement(pyspark, queued["id"])["state"] == "cancelled"
     assert server.wait_statement(pyspark, blocker["id"])["state"] == "available"
     assert server.run(pyspark, "'ran_anyway' in globals()")["data"]["text/plain"] == "False"

@@ -1,21 +1,12 @@
-"""Unit tests for dli_kernel.config: the config file and environment, and the user's embedded server.
+"""Unit tests for dli_kernel.config: the config file, the environment, and the Endpoint they give.
 
-The load_settings tests use tmp_path config files and explicit env dicts (never os.environ). The
-embedded_endpoint tests start real `dli-kernel server` processes (no session, so no Spark) in tmp state dirs
-and stop every one they started.
+The load_settings tests use tmp_path config files and explicit env dicts (never os.environ).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +22,6 @@ from dli_kernel.config import (
     Endpoint,
     Settings,
     default_config_file,
-    embedded_endpoint,
     load_settings,
 )
 
@@ -515,146 +505,3 @@ def test_endpoint_client(endpoint: Endpoint, prefix: str) -> None:
             assert client._http.headers[name] == value
     with endpoint.client() as other:
         assert other is not client
-
-
-# -- the embedded server ----------------------------------------------------------------------------
-
-
-def server_pids(state_dir: Path) -> set[int]:
-    """Pids of `dli-kernel server` processes for ``state_dir`` (Linux /proc)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"dli_kernel" in argv and b"server" in argv and str(state_dir).encode() in argv:
-            pids.add(int(entry.name))
-    return pids
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def stop(pid: int) -> None:
-    """SIGTERM the server and wait for it to end (its reaper thread in this process collects it)."""
-    if gone(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Iterator[Path]:
-    """A fresh state dir; every server started on it is stopped afterwards."""
-    directory = tmp_path / "state"
-    try:
-        yield directory
-    finally:
-        info = directory / "server.json"
-        pids = server_pids(directory)
-        if info.exists():
-            pids.add(json.loads(info.read_text())["pid"])
-        for pid in pids:
-            stop(pid)
-
-
-def server_info(state_dir: Path) -> dict[str, Any]:
-    return json.loads((state_dir / "server.json").read_text())
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
-@pytest.mark.timeout(60)
-def test_embedded_endpoint_starts_one_server_and_reuses_it(state_dir: Path) -> None:
-    # A stale server.json from a server that died: its pid is gone, its URL answers nothing.
-    state_dir.mkdir()
-    stale_pid = dead_pid()
-    stale = {"url": "http://127.0.0.1:9", "token": "stale", "pid": stale_pid, "state_dir": str(state_dir)}
-    (state_dir / "server.json").write_text(json.dumps(stale))
-
-    # Two kernels starting at once share one new server.
-    barrier = threading.Barrier(2)
-    results: list[Endpoint | BaseException] = []
-
-    def kernel() -> None:
-        barrier.wait()
-        try:
-            results.append(embedded_endpoint(state_dir, timeout=30))
-        except BaseException as err:  # reported by the assertions below
-            results.append(err)
-
-    threads = [threading.Thread(target=kernel) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=40)
-    assert all(isinstance(result, Endpoint) for result in results), results
-    first, second = results
-    info = server_info(state_dir)
-    assert info["pid"] != stale_pid and info["url"] != stale["url"]
-    assert server_pids(state_dir) == {info["pid"]}
-    for endpoint in (first, second):
-        assert (endpoint.url, endpoint.dialect, endpoint.embedded) == (info["url"], "local", True)
-        assert endpoint.project_id is None and endpoint.headers == {}
-        assert isinstance(endpoint.auth, BearerToken)
-        assert headers_sent(endpoint.auth)["Authorization"] == f"Bearer {info['token']}"
-    assert info["token"] not in repr(first)
-
-    with first.client() as client:
-        assert client.list_sessions() == []
-
-    # Later kernels reuse it, also those that may not start one; the process is detached (own session).
-    again = embedded_endpoint(state_dir, timeout=30)
-    assert again.url == first.url
-    assert embedded_endpoint(state_dir, start=False).url == first.url
-    assert server_info(state_dir)["pid"] == info["pid"]
-    assert server_pids(state_dir) == {info["pid"]}
-    assert os.getsid(info["pid"]) == info["pid"] != os.getsid(0)
-
-
-def test_embedded_endpoint_without_start_and_no_server(state_dir: Path) -> None:
-    state_dir.mkdir()
-    (state_dir / "server.json").write_text(
-        json.dumps({"url": "http://127.0.0.1:9", "token": "t", "pid": dead_pid()})
-    )
-    with pytest.raises(ConfigError) as info:
-        embedded_endpoint(state_dir, start=False)
-    message = str(info.value)
-    assert message.startswith(f"no embedded server is running for {state_dir.resolve()}: ")
-    assert "dli-kernel server" in message and message.endswith(".")
-    assert not server_pids(state_dir)
-
-
-@pytest.mark.timeout(60)
-def test_embedded_endpoint_reports_a_server_that_exits_early(state_dir: Path) -> None:
-    # The server cannot open its store: it exits before writing server.json.
-    (state_dir / "sessions.db").mkdir(parents=True)
-    with pytest.raises(ConfigError) as info:
-        embedded_endpoint(state_dir, timeout=30)
-    message = str(info.value)
-    first_line, _, tail = message.partition("\n")
-    assert first_line.startswith(
-        f"the embedded server (dli-kernel server --port 0 --state-dir {state_dir.resolve()})"
-    )
-    assert "exited with code 1 before it was ready" in first_line
-    assert f"the last lines of {state_dir.resolve() / 'server.log'}:" in first_line
-    assert tail and tail != "(nothing)"  # the server's own words from server.log
-    assert not (state_dir / "server.json").exists()
-    assert not server_pids(state_dir)

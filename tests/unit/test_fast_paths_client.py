@@ -15,7 +15,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from dli_kernel.client import MissingDependency, SessionInfo, SessionsClient
+from dli_kernel.client import MissingDependency, SessionInfo, SessionsClient, StatementTimeout
 from dli_kernel.client.results import INLINE_MARKER
 from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.spec import SessionSpec
@@ -157,3 +157,15 @@ def test_no_pyarrow_no_statement(httpserver: HTTPServer, monkeypatch: pytest.Mon
         with pytest.raises(MissingDependency, match="pyarrow"):
             remote(client).run_dataframe("SELECT 1")
     assert calls(httpserver) == []
+
+
+def test_wait_statement_long_polls_and_never_holds_past_its_timeout(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/version").respond_with_json({"extensions": ["wait"]})
+    httpserver.expect_request("/sessions/3/statements/0").respond_with_json(statement(0, "x", "running"))
+    with SessionsClient(base_url(httpserver), "livy", retry_delays=FAST) as client:
+        with pytest.raises(StatementTimeout, match=r"statement 0 of session 3 is still running after 0.3 s"):
+            client.wait_statement("3", 0, timeout=0.3)
+        waits = [parse_qs(request.query_string.decode()).get("wait") for request, _ in httpserver.log[2:]]
+    assert waits and waits[0] is not None  # held GETs, not sleeps
+    assert all(0.01 <= float(wait[0]) <= 0.3 for wait in waits if wait)
+    assert httpserver.log[1][0].query_string == b""  # the first look answers at once

@@ -1,26 +1,17 @@
-"""The magics' pure parts: SQL splitting, option parsing, result frames, error naming, cell routing."""
+"""The magics' pure parts: SQL splitting, option parsing, error naming, cell routing."""
 
 from __future__ import annotations
 
-import datetime
-import decimal
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from dli_kernel.kernel.display import result_dataframe, split_sql
 from dli_kernel.kernel.kernel import SparkKernel
-from dli_kernel.kernel.magics import (
-    RemoteError,
-    _bar,
-    _leading_options,
-    _session_parser,
-    _sql_options,
-    format_duration,
-    remote_error,
-)
+from dli_kernel.kernel.magics import RemoteError, remote_error
+from dli_kernel.kernel.magics.session import session_parser
+from dli_kernel.kernel.magics.sql import leading_options, sql_options
+from dli_kernel.kernel.sql_text import split_sql
 
 
 @pytest.mark.parametrize(
@@ -54,15 +45,15 @@ def test_split_sql(text: str, statements: list[str]) -> None:
     ],
 )
 def test_leading_options_keep_the_query_untouched(line: str, options: str, rest: str) -> None:
-    assert _leading_options(line, {"-o", "-n", "--sample"}) == (options, rest)
+    assert leading_options(line, {"-o", "-n", "--sample"}) == (options, rest)
 
 
-def test_sql_options() -> None:
-    args, query = _sql_options('-o df -n 5 -q --sample 0.25 SELECT "x"', None)
+def testsql_options() -> None:
+    args, query = sql_options('-o df -n 5 -q --sample 0.25 SELECT "x"', None)
     assert (args.o, args.n, args.q, args.sample, query) == ("df", 5, True, 0.25, 'SELECT "x"')
-    args, query = _sql_options("", "SELECT 1")
+    args, query = sql_options("", "SELECT 1")
     assert (args.o, args.n, args.q, args.sample, query) == (None, 1000, False, None, "SELECT 1")
-    assert _sql_options("-n -1", "SELECT 1")[0].n == -1
+    assert sql_options("-n -1", "SELECT 1")[0].n == -1
 
 
 @pytest.mark.parametrize(
@@ -77,13 +68,13 @@ def test_sql_options() -> None:
 )
 def test_sql_option_errors(line: str, words: tuple[str, ...]) -> None:
     with pytest.raises(UsageError) as caught:
-        _sql_options(line, None)
+        sql_options(line, None)
     for word in words:
         assert word in str(caught.value)
 
 
 def test_session_parser_reads_every_configure_flag() -> None:
-    args = _session_parser().parse_args(
+    args = session_parser().parse_args(
         [
             "configure", "--sc-type", "b", "--driver-memory", "2g", "--driver-cores", "2",
             "--executor-memory", "1536 MB", "--executor-cores", "1", "--num-executors", "3",
@@ -97,54 +88,12 @@ def test_session_parser_reads_every_configure_flag() -> None:
     assert (args.num_executors, args.heartbeat_timeout, args.kind, args.force) == (3, 0, "sql", True)
 
 
-def test_format_duration() -> None:
-    assert [format_duration(s) for s in (0, 59, 60, 185, 3600, 7620)] == [
-        "0 s", "59 s", "1 min 00 s", "3 min 05 s", "1 h 00 min", "2 h 07 min",
-    ]  # fmt: skip
-
-
-def test_progress_bar() -> None:
-    bar = _bar(0.5, 3.2, width=10)
-    assert bar["text/plain"] == "[#####.....] 50% · 3 s" and 'value="0.500"' in bar["text/html"]
-    assert _bar(1.7, 0, width=4)["text/plain"].startswith("[####]")
-
-
 def test_remote_errors_are_named_as_the_remote_names_them() -> None:
     err = remote_error("AnalysisException", "no such table", ["line 1", "line 2"])
     assert type(err).__name__ == "AnalysisException" and isinstance(err, RemoteError)
     assert str(err) == "no such table" and err.traceback == ["line 1", "line 2"]
     assert type(remote_error("AnalysisException", "again")) is type(err)
     assert remote_error("SessionLost", "gone").traceback == ["SessionLost: gone"]
-
-
-def test_result_dataframe_dtypes_and_nulls() -> None:
-    fields = [
-        ("i", "integer"), ("l", "long"), ("f", "double"), ("dec", "decimal(10,2)"), ("s", "string"),
-        ("b", "boolean"), ("d", "date"), ("t", "timestamp"), ("a", {"type": "array"}), ("nan", "double"),
-    ]  # fmt: skip
-    result = {
-        "schema": {"fields": [{"name": n, "type": t} for n, t in fields]},
-        "data": [
-            [1, 2, 1.5, "1.25", "x", True, "2024-02-29", "2024-02-29T01:02:03.5", [1], "NaN"],
-            [None, 3, None, None, None, False, None, None, None, "Infinity"],
-        ],
-    }
-    df = result_dataframe(result)
-    assert [str(t) for t in df.dtypes] == [
-        "Int64", "int64", "float64", "object", "object", "bool", "object", "datetime64[us]", "object",
-        "float64",
-    ]  # fmt: skip
-    assert df["dec"][0] == decimal.Decimal("1.25") and df["d"][0] == datetime.date(2024, 2, 29)
-    assert df["t"][0] == pd.Timestamp("2024-02-29 01:02:03.5") and pd.isna(df["t"][1])
-    assert pd.isna(df["nan"][0]) and df["nan"][1] == float("inf")
-
-
-def test_result_dataframe_keeps_duplicate_names_and_empty_results() -> None:
-    schema = {"fields": [{"name": "x", "type": "long"}, {"name": "x", "type": "string"}]}
-    df = result_dataframe({"schema": schema, "data": [[1, "a"]]})
-    assert list(df.columns) == ["x", "x"] and df.iloc[0].tolist() == [1, "a"]
-    empty = result_dataframe({"schema": schema, "data": []})
-    assert len(empty) == 0 and list(empty.columns) == ["x", "x"]
 
 
 @pytest.mark.parametrize(

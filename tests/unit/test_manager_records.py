@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from dli_kernel.server.driver_process import DriverError, ExecutionResult
-from dli_kernel.server.manager import (
-    ManagedSession,
-    SessionManager,
-    Statement,
-    _error_output,
-    _output,
-    _session_from_record,
-)
+from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.server.reaper import expired
+from dli_kernel.server.records import error_output as _error_output
+from dli_kernel.server.records import session_from_record as _session_from_record
+from dli_kernel.server.records import statement_output as _output
 from dli_kernel.spec import SessionSpec
 
 FULL_SPEC = SessionSpec(
@@ -243,7 +241,7 @@ def test_expired(
     tmp_path: Path, spec: dict, quiet: float, idle: float, state: str, expected: str | None
 ) -> None:
     session = timed_session(tmp_path, quiet, idle, state, **spec)
-    assert SessionManager._expired(session, NOW) == expected
+    assert expired(session, NOW) == expected
 
 
 # -- outputs ----------------------------------------------------------------------------------------
@@ -332,3 +330,88 @@ def test_error_output_with_a_plain_message() -> None:
     assert output["evalue"] == "the session ended: deleted by the user"
     assert output["traceback"] == ["SessionEnded: the session ended: deleted by the user\n"]
     assert json.loads(json.dumps(output)) == output
+
+
+# -- log_lines reads from where it left off ---------------------------------------------------------
+
+
+def whole_file_lines(path: Path, start: int | None, size: int) -> tuple[int, int, list[str]]:
+    """What log_lines returned when it read the whole file on every call: the results it must keep."""
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    if start is None:
+        start = max(0, len(lines) - size)
+    return start, len(lines), lines[start : start + size]
+
+
+WINDOWS = [(None, 1), (None, 3), (None, 100), (0, 1), (0, 4), (1, 2), (2, 50), (5, 3), (40, 10)]
+
+
+def assert_same_as_whole_file(session: ManagedSession) -> None:
+    for start, size in WINDOWS:
+        expected = whole_file_lines(session.log_path, start, size)
+        assert session.log_lines(start, size) == expected, (start, size)
+
+
+def test_log_lines_follow_a_growing_log(tmp_path: Path) -> None:
+    session = make_session(tmp_path)
+    assert_same_as_whole_file(session)  # no log yet
+    pieces = [
+        b"26/01/02 10:00:00 INFO SparkContext: Running Spark\n",
+        b"half a line",  # a line being written: it shows, and grows
+        b" and the rest\n",
+        b"progress\r50%\r100%\n",  # carriage returns end lines too
+        b"windows\r\n\r\nblank above\n",
+        b"bad bytes \xff\xfe here and a cut \xe2\x82",  # bad bytes are replaced, as before
+        b"\n\xc2\x85next-line char\xe2\x80\xa8line sep\x0bvt\x0cff\x1cfs\n",
+        b"\n\n\n",
+        b"no newline at the end",
+    ]
+    for piece in pieces:
+        with open(session.log_path, "ab") as log:
+            log.write(piece)
+        assert_same_as_whole_file(session)
+    session.log.append("a line of the server's own")
+    assert_same_as_whole_file(session)
+    assert session.log_lines(None, 1)[2][0].endswith("INFO dli-kernel: a line of the server's own")
+
+
+def test_log_lines_of_a_log_replaced_or_cut(tmp_path: Path) -> None:
+    session = make_session(tmp_path)
+    session.log_path.write_text("".join(f"old {n}\n" for n in range(30)))
+    assert_same_as_whole_file(session)
+    session.log_path.write_text("cut\n")  # the same file, shorter
+    assert_same_as_whole_file(session)
+    replacement = session.log_path.with_name("new.log")
+    replacement.write_text("".join(f"new {n}\n" for n in range(40)))
+    os.replace(replacement, session.log_path)  # another file, longer
+    assert_same_as_whole_file(session)
+    session.log_path.unlink()
+    assert_same_as_whole_file(session)
+
+
+def bytes_read_by_this_process() -> int:
+    try:
+        stats = Path("/proc/self/io").read_text()
+    except OSError:
+        pytest.skip("this system does not count the bytes a process reads (/proc/self/io)")
+    return int(stats.split("rchar:")[1].split()[0])
+
+
+def test_a_session_get_does_not_read_the_whole_log_again(tmp_path: Path) -> None:
+    session = make_session(tmp_path)
+    line = "26/01/02 10:00:00 INFO DAGScheduler: Job 12 finished: count at <stdin>:1, took 0.05 s\n"
+    session.log_path.write_text(line * 50_000)  # 4 MB: a few days of INFO logging
+    assert session.log_lines(size=10)[1] == 50_000
+    with open(session.log_path, "a") as log:
+        log.write("the newest line\n")
+    before = bytes_read_by_this_process()
+    start, total, lines = session.log_lines(size=10)
+    read = bytes_read_by_this_process() - before
+    assert (start, total, lines[-1]) == (49_991, 50_001, "the newest line")
+    assert read < 64_000, f"{read} bytes read to show 10 lines of a 4 MB log"
+    before = bytes_read_by_this_process()
+    assert session.log_lines(20_000, 2)[2] == [line.rstrip("\n")] * 2
+    assert bytes_read_by_this_process() - before < 64_000

@@ -1,7 +1,9 @@
-"""Unit tests for dli_kernel.server.serve: what it refuses before it starts anything (no Spark, no driver)."""
+"""Unit tests for dli_kernel.server.serve: what it refuses before it starts anything, and where its token
+comes from (no Spark, no driver)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -9,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
-from dli_kernel.server.serve import TOKEN_ENV, ServerConfigError, _write_private, is_loopback, serve
+from dli_kernel.server import serve as serve_module
+from dli_kernel.server.serve import ServerConfigError, _write_private, is_loopback, serve
 
 
 @pytest.mark.parametrize(
@@ -33,8 +37,59 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_token_env_name() -> None:
-    assert TOKEN_ENV == "DLI_KERNEL_SERVER_TOKEN"
+class Served:
+    """What a server made by ``serve()`` showed while it ran: it runs in process, through its lifespan."""
+
+    def __init__(self) -> None:
+        self.server_file: dict = {}
+        self.file_mode = 0
+        self.status: dict[str, int] = {}
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Served:
+    """Make ``serve()`` run its app in process instead of on its socket, and note what it showed."""
+    served = Served()
+
+    def run(server: serve_module._Server, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            sock.close()
+        with TestClient(server._app) as client:  # runs the lifespan: start, server.json, stop
+            path = tmp_path / "state" / "server.json"
+            served.server_file, served.file_mode = json.loads(path.read_text()), mode(path)
+            token = served.server_file["token"]
+            for name, headers in (
+                ("right", {"Authorization": f"Bearer {token}"}),
+                ("wrong", {"Authorization": f"Bearer {token}x"}),
+                ("none", {}),
+            ):
+                served.status[name] = client.get("/sessions", headers=headers).status_code
+
+    monkeypatch.setattr(serve_module._Server, "run", run)
+    return served
+
+
+def test_serve_takes_its_token_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: Served
+) -> None:
+    monkeypatch.setenv("DLI_KERNEL_SERVER_TOKEN", "token-from-the-environment")
+    serve(tmp_path / "state", host="127.0.0.1", port=0, announce=False, pool=0)
+    assert served.server_file["token"] == "token-from-the-environment"
+    assert served.file_mode == 0o600
+    assert served.status == {"right": 200, "wrong": 401, "none": 401}
+    assert not (tmp_path / "state" / "server.json").exists()  # removed when the server stopped
+
+
+def test_serve_makes_a_token_when_the_environment_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: Served
+) -> None:
+    monkeypatch.delenv("DLI_KERNEL_SERVER_TOKEN", raising=False)
+    tokens = []
+    for _ in range(2):
+        serve(tmp_path / "state", host="127.0.0.1", port=0, announce=False, pool=0)
+        assert served.status == {"right": 200, "wrong": 401, "none": 401}
+        tokens.append(served.server_file["token"])
+    assert len(tokens[0]) >= 32 and tokens[0] != tokens[1]  # a fresh secret each time
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "::", "example.com"])

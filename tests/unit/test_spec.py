@@ -8,7 +8,6 @@ import json
 import pytest
 
 from dli_kernel.spec import (
-    DEFAULT_TIER,
     KIND_ALIASES,
     KINDS,
     TIERS,
@@ -50,9 +49,11 @@ def raises_spec_error(call, *args, **kwargs) -> str:
 # -- kinds ------------------------------------------------------------------------------------------
 
 
-def test_kind_constants():
-    assert KINDS == ("pyspark", "spark", "sql")
-    assert KIND_ALIASES == {"python": "pyspark", "scala": "spark"}
+def test_every_kind_and_alias_makes_a_spec_of_its_kind():
+    for kind in KINDS:
+        assert SessionSpec(kind=kind).kind == kind
+    for alias, kind in KIND_ALIASES.items():
+        assert SessionSpec(kind=alias).kind == kind
 
 
 @pytest.mark.parametrize(
@@ -257,11 +258,16 @@ def test_format_duration_uses_the_largest_exact_unit(seconds, text):
     assert parse_duration(text, "ttl") == seconds
 
 
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (-3, "0s"), (59.9, "59s"), (7620, "127m")])
+def test_format_duration_of_what_the_magics_show(seconds, text):
+    assert format_duration(seconds) == text
+
+
 # -- tiers and resources ----------------------------------------------------------------------------
 
 
 def test_tiers_match_table_5():
-    assert DEFAULT_TIER == "A"
+    assert SessionSpec().tier == "A"  # DLI's default when sc_type is not given
     assert sorted(TIERS) == ["A", "B", "C"]
     assert TIERS["A"] == Resources(
         driver_memory_mb=7168, driver_cores=2, executor_memory_mb=4096, executor_cores=1, num_executors=6

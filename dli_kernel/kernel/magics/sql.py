@@ -1,0 +1,116 @@
+"""``%%sql`` / ``%sql``: SQL on the notebook's session, shown as a table or kept as a pandas DataFrame."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_cell_magic, magics_class
+from IPython.display import publish_display_data
+
+from dli_kernel.client import DataFrameResult, MissingDependency, StatementInfo
+from dli_kernel.client.results import require_arrow
+from dli_kernel.kernel.display import frame_bundle
+from dli_kernel.kernel.magics import args
+from dli_kernel.kernel.magics.runner import RunnerMagics
+from dli_kernel.kernel.remote_session import RemoteSession
+from dli_kernel.kernel.sql_text import split_sql
+from dli_kernel.protocol import DEFAULT_MAX_ROWS
+
+TAKES_VALUE = {"-o", "-n", "--sample"}
+
+
+@magics_class
+class SqlMagics(RunnerMagics):
+    """``%%sql`` and ``%sql``."""
+
+    @line_cell_magic
+    def sql(self, line: str, cell: str | None = None) -> None:
+        """Run SQL on the notebook's session and show the result as a table.
+
+        %%sql [-o VAR] [-n MAXROWS] [-q] [--sample FRACTION]   (or %sql [options] QUERY)
+        -o VAR: also put the result in a local pandas DataFrame VAR; -n: row limit (default 1000, -1 all);
+        -q: show nothing; --sample: a random fraction of the rows. Statements separated by ; run in order.
+        """
+        options, query = sql_options(line, cell)
+        queries = split_sql(query)
+        if not queries:
+            raise UsageError("%%sql: there is no query; write one after the options or in the cell")
+        for earlier in queries[:-1]:
+            self.runner.run(earlier, "sql", max_rows=0)
+        last = queries[-1]
+        if options.sample is not None:
+            # A subquery keeps the user's SQL intact; the newline ends a trailing -- comment.
+            last = f"SELECT * FROM (\n{last}\n) TABLESAMPLE ({options.sample * 100:g} PERCENT) AS dli_sample"
+        if options.o:
+            self._to_frame(last, options)
+            return
+        output = self.runner.run(last, "sql", max_rows=options.n)
+        if not options.q:
+            self.runner.show(output)
+
+    def _to_frame(self, query: str, options: argparse.Namespace) -> None:
+        """``-o``: the rows come back as Arrow, straight into a pandas DataFrame."""
+        try:
+            require_arrow()
+        except MissingDependency as err:
+            raise UsageError(f"%%sql -o: {err}") from None
+        result: DataFrameResult | None = None
+
+        def fetch(session: RemoteSession, **follow: Any) -> tuple[StatementInfo, bool]:
+            nonlocal result
+            statement, cancelled, result = session.run_dataframe(query, max_rows=options.n, **follow)
+            return statement, cancelled
+
+        output = self.runner.follow(fetch)
+        if result is None:  # a statement that is not a query, e.g. a SET, answers with text
+            if not options.q:
+                self.runner.show(output)
+            return
+        self.ipython.user_ns[options.o] = result.frame
+        if not options.q:
+            publish_display_data(frame_bundle(result.frame, result.total, options.o))
+
+
+def sql_options(line: str, cell: str | None) -> tuple[argparse.Namespace, str]:
+    """The options of %%sql / %sql; in the line form the query follows them, quoted or not."""
+    parser = args.Parser(prog="%%sql" if cell is not None else "%sql", add_help=False)
+    parser.add_argument("-o", type=args.identifier, metavar="VAR")
+    parser.add_argument("-n", type=args.max_rows, default=DEFAULT_MAX_ROWS, metavar="MAXROWS")
+    parser.add_argument("-q", action="store_true")
+    parser.add_argument("--sample", type=args.fraction, metavar="FRACTION")
+    parser.add_argument("-h", "--help", action="store_true")
+    words, rest = leading_options(line, takes_value=TAKES_VALUE)
+    parsed = parser.parse_args(args.split(words, parser.prog))
+    if parsed.help:
+        print(SqlMagics.sql.__doc__)
+        raise UsageError(f"{parser.prog}: usage shown above")
+    if cell is not None:
+        if rest.strip():
+            unexpected = rest.strip()
+            raise UsageError(
+                f"%%sql: unexpected {unexpected!r} after the options (the query goes in the cell)"
+            )
+        return parsed, cell
+    return parsed, rest
+
+
+def leading_options(line: str, takes_value: set[str]) -> tuple[str, str]:
+    """Split ``-o df -n 10 SELECT ...`` into the options and the raw query (its quotes untouched)."""
+    position, expect_value = 0, False
+    while True:
+        stripped = line[position:]
+        word = stripped.lstrip()
+        if not word:
+            return line, ""
+        start = len(line) - len(word)
+        end = start + len(word.split(None, 1)[0])
+        token = line[start:end]
+        if expect_value:
+            expect_value = False
+        elif token.startswith("-") and not token[1:2].isdigit():
+            expect_value = token in takes_value
+        else:
+            return line[:start], line[start:]
+        position = end

@@ -1,0 +1,246 @@
+"""The endpoints behind the routes: Livy's session and statement paths, served the same way under the DLI
+prefix, where only the create request and the session's JSON differ (``Family``).
+
+Each endpoint gathers what the request says on the event loop, then does its work (the manager's calls,
+which take its lock, and file reads) in one worker thread, so a slow manager never stalls other requests.
+Only a long-poll's wait happens on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+
+from dli_kernel import __version__
+from dli_kernel.protocol import ARROW_STREAM_MIME, EXTENSIONS, STATEMENT_DONE
+from dli_kernel.server.longpoll import hold
+from dli_kernel.server.manager import ManagedSession, SessionManager, Statement
+from dli_kernel.server.params import (
+    CompletionRequest,
+    SessionFilter,
+    StatementRequest,
+    int_param,
+    optional_int,
+    parse_json,
+    wait_param,
+)
+from dli_kernel.server.views import dli_session, livy_session, statement_json
+from dli_kernel.spec import SessionSpec
+
+# The `livy` PyPI client switches to a legacy protocol below 0.5; we speak the current one.
+LIVY_VERSION = "0.8.0"
+DLI_PREFIX = "/v2.0/{project_id}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the Livy and the DLI paths."""
+
+    name: str
+    prefix: str
+    parse_spec: Callable[[Any], SessionSpec]
+    render: Callable[[ManagedSession, str], dict[str, Any]]
+    public_id: Callable[[ManagedSession], int | str]  # the "id" of its session JSON
+
+
+LIVY = Family("livy", "", SessionSpec.from_livy, livy_session, lambda session: session.id)
+DLI = Family("dli", DLI_PREFIX, SessionSpec.from_dli, dli_session, lambda session: session.uuid)
+
+
+def _manager(request: Request) -> SessionManager:
+    return request.app.state.manager
+
+
+def _base_url(request: Request) -> str:
+    return request.app.state.base_url
+
+
+def _sessions_path(request: Request, family: Family) -> str:
+    return f"{family.prefix.format(**request.path_params)}/sessions"
+
+
+def _find(manager: SessionManager, session_id: str) -> ManagedSession:
+    """The session a path names; every request on a session's paths counts as its heartbeat."""
+    session = manager.get(session_id)
+    manager.touch(session)
+    return session
+
+
+def _find_statement(
+    manager: SessionManager, session_id: str, statement_id: str
+) -> tuple[ManagedSession, Statement]:
+    session = _find(manager, session_id)
+    return session, manager.statement(session, statement_id)
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+async def version(request: Request) -> JSONResponse:
+    return JSONResponse({"version": LIVY_VERSION, "dli_kernel": __version__, "extensions": list(EXTENSIONS)})
+
+
+async def pool_status(request: Request) -> JSONResponse:
+    pool = _manager(request).pool
+    if pool is None:
+        return JSONResponse({"size": 0, "ready": 0, "starting": 0})
+    return JSONResponse(await run_in_threadpool(pool.status))
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+async def list_sessions(request: Request, family: Family) -> JSONResponse:
+    query = request.query_params
+    start = int_param(query, "from", minimum=0, default=0)
+    size = int_param(query, "size", minimum=1, default=100)
+    wanted = SessionFilter.from_query(query)
+    manager, base_url = _manager(request), _base_url(request)
+
+    def page() -> dict[str, Any]:
+        sessions = manager.list(
+            wanted.states, kind=wanted.kind, name=wanted.name, cluster=wanted.cluster, owner=wanted.owner
+        )
+        shown = [family.render(s, base_url) for s in sessions[start : start + size]]
+        return {"from": start, "total": len(sessions), "sessions": shown}
+
+    return JSONResponse(await run_in_threadpool(page))
+
+
+async def create_session(request: Request, family: Family) -> JSONResponse:
+    raw = await request.body()
+    project_id = request.path_params.get("project_id")
+    manager, base_url = _manager(request), _base_url(request)
+
+    def create() -> dict[str, Any]:
+        session = manager.create(family.parse_spec(parse_json(raw)), project_id)
+        return family.render(session, base_url)
+
+    body = await run_in_threadpool(create)
+    location = f"{_sessions_path(request, family)}/{body['id']}"
+    return JSONResponse(body, status_code=201, headers={"Location": location})
+
+
+async def get_session(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
+    wait = wait_param(request.query_params)
+    if wait and not session.ended:
+        await hold(request.app, manager, session, None, session.state, wait)
+    return JSONResponse(await run_in_threadpool(family.render, session, _base_url(request)))
+
+
+async def session_state(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
+    wait = wait_param(request.query_params)
+    if wait and not session.ended:
+        await hold(request.app, manager, session, None, session.state, wait)
+    return JSONResponse({"id": family.public_id(session), "state": session.state})
+
+
+async def delete_session(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+
+    def delete() -> None:
+        manager.delete(_find(manager, request.path_params["session_id"]))
+
+    await run_in_threadpool(delete)
+    return JSONResponse({"msg": "deleted"})
+
+
+async def session_log(request: Request, family: Family) -> JSONResponse:
+    manager, query = _manager(request), request.query_params
+
+    def log() -> dict[str, Any]:
+        session = _find(manager, request.path_params["session_id"])
+        start = optional_int(query, "from", minimum=0)
+        start, total, lines = session.log_lines(start, int_param(query, "size", minimum=0, default=100))
+        return {"id": family.public_id(session), "from": start, "total": total, "log": lines}
+
+    return JSONResponse(await run_in_threadpool(log))
+
+
+# -- statements ----------------------------------------------------------------------------------
+
+
+async def list_statements(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
+    statements = [statement_json(s) for s in list(session.statements)]
+    if request.query_params.get("order") == "desc":
+        statements.reverse()
+    return JSONResponse({"total_statements": len(statements), "statements": statements})
+
+
+async def submit_statement(request: Request, family: Family) -> JSONResponse:
+    raw = await request.body()
+    manager, session_id = _manager(request), request.path_params["session_id"]
+
+    def submit() -> Statement:
+        session = _find(manager, session_id)
+        wanted = StatementRequest.from_body(parse_json(raw))
+        return manager.submit(session, wanted.code, wanted.kind, wanted.max_rows, wanted.result_format)
+
+    statement = await run_in_threadpool(submit)
+    location = f"{_sessions_path(request, family)}/{session_id}/statements/{statement.id}"
+    return JSONResponse(statement_json(statement), status_code=201, headers={"Location": location})
+
+
+async def get_statement(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+    session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
+    session, statement = await run_in_threadpool(_find_statement, manager, session_id, statement_id)
+    wait = wait_param(request.query_params)
+    if not wait:
+        return JSONResponse(statement_json(statement))
+    if statement.state not in STATEMENT_DONE:
+        await hold(request.app, manager, session, statement, statement.state, wait)
+
+    def answer() -> dict[str, Any]:
+        # Only clients that long-poll get logSize: with it they skip log requests when nothing was logged.
+        latest = manager.statement(session, statement_id)
+        return {**statement_json(latest), "logSize": manager.log_size(session)}
+
+    return JSONResponse(await run_in_threadpool(answer))
+
+
+async def statement_result(request: Request, family: Family) -> FileResponse:
+    manager = _manager(request)
+
+    def find_result() -> str:
+        session, statement = _find_statement(
+            manager, request.path_params["session_id"], request.path_params["statement_id"]
+        )
+        return str(manager.arrow_result(session, statement))
+
+    return FileResponse(await run_in_threadpool(find_result), media_type=ARROW_STREAM_MIME)
+
+
+async def cancel_statement(request: Request, family: Family) -> JSONResponse:
+    manager = _manager(request)
+
+    def cancel() -> None:
+        manager.cancel(
+            *_find_statement(manager, request.path_params["session_id"], request.path_params["statement_id"])
+        )
+
+    await run_in_threadpool(cancel)
+    return JSONResponse({"msg": "canceled"})
+
+
+async def completion(request: Request, family: Family) -> JSONResponse:
+    raw = await request.body()
+    manager = _manager(request)
+
+    def complete() -> list[str]:
+        session = _find(manager, request.path_params["session_id"])
+        wanted = CompletionRequest.from_body(parse_json(raw))
+        return manager.completion(session, wanted.code, wanted.kind, wanted.cursor)
+
+    return JSONResponse({"candidates": await run_in_threadpool(complete)})
