@@ -337,7 +337,7 @@ class SessionsClient:
     def _wait(self, wait: float | None) -> tuple[dict[str, Any] | None, tuple[float, float] | None]:
         """Query parameters and timeout for a GET that may be held ``wait`` seconds; plain servers never
         get the parameter."""
-        if not wait or wait <= 0 or "wait" not in self.server_extensions():
+        if not wait or wait <= 0 or EXT_WAIT not in self.server_extensions():
             return None, None
         return {"wait": f"{wait:g}"}, (self.timeout[0], self.timeout[1] + wait)
 
