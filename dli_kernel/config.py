@@ -14,15 +14,23 @@ The config file is a JSON object::
                   "conf": {"spark.sql.shuffle.partitions": "64"}, "heartbeatTimeoutInSecond": 300}
     }
 
-``auth`` is one of bearer, iam, basic, aksk, none; without it the scheme follows from the credentials given
-(see :func:`load_settings`). ``session`` takes the create-body field names of DLI or Livy (``cluster_name``
-or ``queue``, ``driverMemory``, ``conf``, ...), parsed by :mod:`dli_kernel.spec`'s own field table.
+``auth`` is one of bearer, iam, basic, aksk, tc3, none; without it the scheme follows from the credentials
+given (see :func:`load_settings`). ``session`` takes the create-body field names of DLI or Livy
+(``cluster_name`` or ``queue``, ``driverMemory``, ``conf``, ...), parsed by :mod:`dli_kernel.spec`'s own field
+table.
 
 Environment: ``DLI_KERNEL_URL``, ``DLI_KERNEL_DIALECT``, ``DLI_KERNEL_PROJECT_ID`` (else
 ``HUAWEICLOUD_SDK_PROJECT_ID``), ``DLI_KERNEL_CLUSTER``, ``DLI_KERNEL_TOKEN``, ``DLI_KERNEL_KIND``,
 ``DLI_KERNEL_SC_TYPE``, and the Huawei SDK's ``HUAWEICLOUD_SDK_AK``, ``HUAWEICLOUD_SDK_SK`` and
 ``HUAWEICLOUD_SDK_SECURITY_TOKEN`` (the names ``huaweicloudsdkcore``'s ``EnvCredentialProvider`` reads). An
 empty variable counts as unset.
+
+Tencent Cloud DLC (``"dialect": "dlc"``): ``region`` (``DLI_KERNEL_REGION``) is required with a URL, such as
+``https://dlc.tencentcloudapi.com``; requests are signed (TC3-HMAC-SHA256) with ``secret_id``,
+``secret_key`` and optional ``session_token``, or the variables Tencent's SDK reads:
+``TENCENTCLOUD_SECRET_ID``, ``TENCENTCLOUD_SECRET_KEY``, ``TENCENTCLOUD_SESSION_TOKEN``; without them, the
+SDK's profile file ``~/.tencentcloud/credentials``. The dlc dialect with no URL is the embedded server spoken
+to through DLC's actions, signed with the server's token as the SecretKey.
 
 Every problem raises :class:`~dli_kernel.client.errors.ConfigError` with one sentence naming the file or
 variable and what is accepted; no message ever holds a secret's value.
@@ -46,6 +54,7 @@ from dli_kernel.client.auth import BearerToken, HuaweiAkSk, IamToken
 from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
+from dli_kernel.client.tc3 import TencentTC3, tencent_credential
 from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
@@ -61,8 +70,9 @@ CONFIG_FILE_NAME = "dli_kernel.json"
 # A crashed kernel cannot delete its session; the server reaps it after this long without a request.
 DEFAULT_HEARTBEAT_S = 120
 DEFAULT_KIND = "pyspark"
+EMBEDDED_ENGINE = "local"  # the DataEngineName sessions on the embedded server get by default with dlc
 
-AUTH_SCHEMES = ("bearer", "iam", "basic", "aksk", "none")
+AUTH_SCHEMES = ("bearer", "iam", "basic", "aksk", "tc3", "none")
 FILE_KEYS = (
     "url",
     "dialect",
@@ -74,6 +84,10 @@ FILE_KEYS = (
     "ak",
     "sk",
     "security_token",
+    "region",
+    "secret_id",
+    "secret_key",
+    "session_token",
     "headers",
     "session",
 )
@@ -86,6 +100,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "ak": ("HUAWEICLOUD_SDK_AK",),
     "sk": ("HUAWEICLOUD_SDK_SK",),
     "security_token": ("HUAWEICLOUD_SDK_SECURITY_TOKEN",),
+    "region": ("DLI_KERNEL_REGION",),
+    # The names Tencent Cloud's SDK reads (EnvironmentVariableCredential; the token only with the CLI's).
+    "secret_id": ("TENCENTCLOUD_SECRET_ID",),
+    "secret_key": ("TENCENTCLOUD_SECRET_KEY",),
+    "session_token": ("TENCENTCLOUD_SESSION_TOKEN",),
 }
 # Session defaults the environment may override: spec attribute -> variable.
 SESSION_ENV_VARS: dict[str, str] = {
@@ -95,6 +114,7 @@ SESSION_ENV_VARS: dict[str, str] = {
 }
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_REGION = re.compile(r"[a-z][a-z0-9-]*")
 
 
 # -- the results ------------------------------------------------------------------------------------
@@ -105,8 +125,9 @@ class Endpoint:
     """A sessions API to send sessions to, with its credentials; its repr never shows a secret."""
 
     url: str
-    dialect: str  # "livy" | "dli" | "local"
+    dialect: str  # "livy" | "dli" | "dlc" | "local"
     project_id: str | None = None
+    region: str | None = None  # DLC's region (X-TC-Region)
     auth: AuthBase | None = None
     headers: dict[str, str] = field(default_factory=dict, hash=False)
     embedded: bool = False  # the user's embedded server
@@ -121,7 +142,8 @@ class Endpoint:
         headers = {name: "***" for name in self.headers}
         return (
             f"Endpoint(url={shown_url(self.url)!r}, dialect={self.dialect!r}, "
-            f"project_id={self.project_id!r}, auth={self.auth!r}, headers={headers!r}, "
+            f"project_id={self.project_id!r}, region={self.region!r}, auth={self.auth!r}, "
+            f"headers={headers!r}, "
             f"embedded={self.embedded!r})"
         )
 
@@ -133,6 +155,7 @@ class Endpoint:
             self.url,
             self.dialect,
             project_id=self.project_id,
+            region=self.region,
             auth=self.auth,
             headers=dict(self.headers),
             **kwargs,
@@ -144,6 +167,8 @@ class Settings:
     endpoint: Endpoint | None  # None: the embedded server (dli_kernel.embedded.embedded_endpoint)
     defaults: SessionSpec  # default session settings
     source: str  # which file and variables the values came from (names only, never values)
+    embedded_dialect: str = "local"  # how to speak to the embedded server: "local", or "dlc" (DLC's actions)
+    region: str | None = None  # DLC's region, where one is configured
 
 
 class _BasicAuth(HTTPBasicAuth):
@@ -276,6 +301,12 @@ def _check_project_id(value: object, where: str) -> str:
     )
 
 
+def _check_region(value: object, where: str) -> str:
+    if isinstance(value, str) and _REGION.fullmatch(value.strip()):
+        return value.strip()
+    raise ConfigError(f"{where} must be a region such as ap-guangzhou (got {value!r}).")
+
+
 def _check_secret(value: object, where: str) -> str:
     """A token or key that goes into a header as it is: printable ASCII without spaces."""
     if isinstance(value, str) and value and value.isascii() and value.isprintable() and " " not in value:
@@ -335,6 +366,37 @@ def _basic(src: _Sources, why: str) -> HTTPBasicAuth:
     return _BasicAuth(username, password)
 
 
+def _tc3(src: _Sources, why: str, required: bool = True) -> TencentTC3 | None:
+    """Tencent Cloud signing with the keys given, else the SDK's profile file; None if neither (and not
+    ``required``)."""
+    secret_id, secret_key = src.get("secret_id"), src.get("secret_key")
+    if secret_id is None and secret_key is None:
+        credential = _profile_credential()
+        if credential is not None:
+            return TencentTC3(credential)
+        if not required:
+            return None
+    secret_id = _required(src, "secret_id", why)
+    secret_key = _required(src, "secret_key", why)
+    token = src.get("session_token")
+    session_token = None if token is None else _check_secret(*token)
+    credential = tencent_credential(_check_secret(*secret_id), _check_secret(*secret_key), session_token)
+    return TencentTC3(credential)
+
+
+def _profile_credential() -> object | None:
+    """The credential in Tencent's profile file (``~/.tencentcloud/credentials``), as the SDK reads it."""
+    from dli_kernel.client.tc3 import require_sdk
+
+    require_sdk()
+    from tencentcloud.common.credential import ProfileCredential
+
+    try:
+        return ProfileCredential().get_credential()
+    except Exception:  # a broken file: the message below asks for the variables instead
+        return None
+
+
 def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | None:
     explicit = src.get("auth")
     if explicit is not None:
@@ -347,7 +409,11 @@ def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | Non
             return _basic(src, why)
         if scheme == "aksk":
             return _aksk(src, why, project_id)
+        if scheme == "tc3":
+            return _tc3(src, why)
         return None
+    if dialect == "dlc":
+        return _tc3(src, "dialect dlc (Tencent Cloud signs every request)")
     # Inferred from the credentials given. AK/SK are read only for DLI: the SDK's variables are often set
     # for other tools and must not turn a Livy endpoint's requests into signed ones.
     if dialect == "dli":
@@ -368,7 +434,7 @@ def _endpoint(src: _Sources) -> Endpoint | None:
     dialect = None if found is None else _check_choice(*found, DIALECTS)
     url = src.get("url")
     if url is None:
-        if found is not None and dialect != "local":
+        if found is not None and dialect not in ("local", "dlc"):
             raise ConfigError(
                 f"{found[1]} is {dialect!r} but no URL is set: set {src.names('url')}, or remove the "
                 "dialect to use the embedded server."
@@ -386,11 +452,15 @@ def _endpoint(src: _Sources) -> Endpoint | None:
     elif dialect == "dli":
         raise ConfigError(f"dialect dli needs a project id: set {src.names('project_id')}.")
 
+    region = None
+    if dialect == "dlc":
+        region = _check_region(*_required(src, "region", "dialect dlc"))
     headers = src.get("headers")
     return Endpoint(
         url=url_value,
         dialect=dialect,
         project_id=project_id,
+        region=region,
         auth=_auth(src, dialect, project_id),
         headers={} if headers is None else _check_headers(*headers),
     )
@@ -460,8 +530,10 @@ def _session_values(session: object, path: Path) -> dict[str, Any]:
     return values
 
 
-def _defaults(src: _Sources) -> SessionSpec:
+def _defaults(src: _Sources, embedded_dlc: bool = False) -> SessionSpec:
     values: dict[str, Any] = {"kind": DEFAULT_KIND, "heartbeat_timeout_s": DEFAULT_HEARTBEAT_S}
+    if embedded_dlc:
+        values["cluster_name"] = EMBEDDED_ENGINE  # DLC names an engine; the embedded server has one
     session = src.file_value("session")
     if session is not None:
         values.update(_session_values(session, src.path))
@@ -492,6 +564,20 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     path = Path(config_file) if config_file is not None else default_config_file()
     src = _Sources(path, _read_config_file(path), os.environ if env is None else env)
     endpoint = _endpoint(src)
-    defaults = _defaults(src)
-    return Settings(endpoint=endpoint, defaults=defaults, source=src.describe())
+    embedded_dialect = "local"
+    region = endpoint.region if endpoint is not None else None
+    if endpoint is None:
+        found = src.get("dialect")
+        if found is not None and _check_choice(*found, DIALECTS) == "dlc":
+            embedded_dialect = "dlc"
+            found_region = src.get("region")
+            region = None if found_region is None else _check_region(*found_region)
+    defaults = _defaults(src, embedded_dlc=embedded_dialect == "dlc")
+    return Settings(
+        endpoint=endpoint,
+        defaults=defaults,
+        source=src.describe(),
+        embedded_dialect=embedded_dialect,
+        region=region,
+    )
 

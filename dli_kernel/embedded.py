@@ -5,11 +5,15 @@ One server serves all the kernels of a user. It lives in a state directory (by d
 kernel uses the server that file names if its pid is alive and it answers with its token; otherwise the
 kernel starts ``dli-kernel server`` detached, under an exclusive lock so that kernels starting at once
 share one server. Every wait here has a deadline and ends in a :class:`ConfigError` saying what happened.
+
+With ``DLI_KERNEL_DIALECT=dlc`` (and no URL) the kernel speaks to the same server through DLC's actions,
+signed (TC3-HMAC-SHA256) with the OS user name as the SecretId and the server's token as the SecretKey.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import importlib.util
 import json
 import os
@@ -26,7 +30,8 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from dli_kernel.client.auth import BearerToken
 from dli_kernel.client.errors import ConfigError
-from dli_kernel.config import Endpoint
+from dli_kernel.client.tc3 import TencentTC3, tencent_credential
+from dli_kernel.config import Endpoint, load_settings
 from dli_kernel.processes import pid_alive
 from dli_kernel.protocol import SERVER_FILE, SERVER_LOG
 
@@ -39,6 +44,8 @@ PROBE_TIMEOUT_S = 2.0
 POLL_S = 0.05  # the first cell waits on these polls; each is a file read or a flock attempt
 _SERVER_MODULES = ("uvicorn", "starlette", "pyspark")  # what `dli-kernel server` cannot run without
 _LOG_TAIL_LINES = 20
+EMBEDDED_DIALECTS = ("local", "dlc")
+EMBEDDED_REGION = "local"  # DLC's X-TC-Region when none is configured: the embedded server ignores it
 
 
 def default_state_dir() -> Path:
@@ -195,8 +202,15 @@ def _require_server_extra() -> None:
         )
 
 
-def embedded_endpoint(state_dir: Path | None = None, start: bool = True, timeout: float = 60.0) -> Endpoint:
-    """The user's embedded server: the running one of ``state_dir``, else (``start``) a new one.
+def embedded_endpoint(
+    state_dir: Path | None = None,
+    start: bool = True,
+    timeout: float = 60.0,
+    dialect: str | None = None,
+    region: str | None = None,
+) -> Endpoint:
+    """The user's embedded server: the running one of ``state_dir``, else (``start``) a new one, spoken
+    to in ``dialect`` (``local``, or ``dlc``: DLC's signed actions in ``region``; None: as configured).
 
     ``state_dir`` defaults to :func:`default_state_dir`. A server is running when
     ``<state_dir>/server.json`` names a live pid whose URL answers ``GET /version`` with its token within
@@ -204,7 +218,43 @@ def embedded_endpoint(state_dir: Path | None = None, start: bool = True, timeout
     ``<state_dir>/server.log``, and must write its ``server.json`` within ``timeout`` seconds. An exclusive
     lock on ``<state_dir>/start.lock`` makes kernels that start at once share one server.
     """
+    if dialect is None:
+        dialect, region = _configured_dialect(region)
+    if dialect not in EMBEDDED_DIALECTS:
+        raise ConfigError(f"the embedded server speaks {' or '.join(EMBEDDED_DIALECTS)} (got {dialect!r}).")
     state_dir = Path(state_dir if state_dir is not None else default_state_dir()).expanduser().resolve()
+    endpoint = _find_or_start(state_dir, start, timeout)
+    return _as_dlc(endpoint, state_dir, region) if dialect == "dlc" else endpoint
+
+
+def _configured_dialect(region: str | None) -> tuple[str, str | None]:
+    """The dialect and region the configuration gives the embedded server; errors are the kernel's to
+    report when it loads the settings, so here they leave the plain dialect."""
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return "local", region
+    return settings.embedded_dialect, region or settings.region
+
+
+def _as_dlc(endpoint: Endpoint, state_dir: Path, region: str | None) -> Endpoint:
+    """The same server through DLC's actions: the SDK's credential with the server's token as SecretKey."""
+    info = _read_server_file(state_dir / SERVER_FILE)
+    if info is None or info["url"].rstrip("/") != endpoint.url:
+        raise ConfigError(f"the embedded server of {state_dir} went away while the kernel connected to it.")
+    token = info["token"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        user = ""
+    secret_id = user if user and user.isascii() and user.isprintable() and " " not in user else "dli-kernel"
+    auth = TencentTC3(tencent_credential(secret_id, token))
+    return Endpoint(
+        url=endpoint.url, dialect="dlc", region=region or EMBEDDED_REGION, auth=auth, embedded=True
+    )
+
+
+def _find_or_start(state_dir: Path, start: bool, timeout: float) -> Endpoint:
     deadline = time.monotonic() + timeout
     endpoint = _running_server(state_dir)
     if endpoint is not None:

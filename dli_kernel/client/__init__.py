@@ -1,4 +1,4 @@
-"""The sessions client: sessions and statements on Livy, DLI or the embedded server."""
+"""The sessions client: sessions and statements on Livy, DLI, Tencent Cloud DLC or the embedded server."""
 
 from dli_kernel.client.dialects import DIALECTS, Dialect, make_dialect
 from dli_kernel.client.errors import (

@@ -24,11 +24,12 @@ class ServerError(ClientError):
 
 
 class RequestRejected(ClientError):
-    """The server refused the request (4xx)."""
+    """The server refused the request (4xx, or a DLC error answer: then ``code`` is DLC's error code)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 class BadRequest(RequestRejected):
@@ -51,6 +52,35 @@ def rejection_for(status: int) -> type[RequestRejected]:
     return {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict}.get(
         status, RequestRejected
     )
+
+
+# Tencent Cloud error codes (``Response.Error.Code``, HTTP 200) by their first part, as the HTTP status
+# each one stands for; an unlisted code is a plain RequestRejected.
+_DLC_STATUSES = {
+    "AuthFailure": 401,
+    "UnauthorizedOperation": 403,
+    "ResourceNotFound": 404,
+    "InvalidParameter": 400,
+    "InvalidParameterValue": 400,
+    "MissingParameter": 400,
+    "UnknownParameter": 400,
+    "UnsupportedOperation": 400,
+    "InvalidAction": 400,
+    "FailedOperation": 409,
+    "ResourceUnavailable": 409,
+    "ResourceInUse": 409,
+    "OperationDenied": 409,
+    "InternalError": 500,
+}
+
+
+def dlc_error(code: str, message: str) -> ClientError:
+    """The error for a DLC error answer: ``message`` is one sentence already, naming the action."""
+    status = _DLC_STATUSES.get(code.split(".", 1)[0], 400)
+    if status >= 500:
+        return ServerError(message, status)
+    kind = rejection_for(status) if code.split(".", 1)[0] in _DLC_STATUSES else RequestRejected
+    return kind(message, status, code)
 
 
 class MissingDependency(ClientError, ImportError):

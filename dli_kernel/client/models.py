@@ -68,6 +68,7 @@ class StatementInfo:
     started: int = 0
     completed: int = 0
     log_size: int | None = None  # the session log's size in bytes, from servers that long-poll
+    task_id: str | None = None  # DLC: the task whose SQL result can be read
 
     @property
     def done(self) -> bool:

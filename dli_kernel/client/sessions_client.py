@@ -1,4 +1,7 @@
-"""``SessionsClient``: one interface over Livy, DLI and the embedded server.
+"""``SessionsClient``: one interface over Livy, DLI, Tencent Cloud DLC and the embedded server.
+
+Each call is spelled by the endpoint's dialect (``dialects.py``: paths or DLC's actions); this module keeps
+what every backend shares.
 
 Every request has a connect and a read timeout. Requests that are safe to repeat (GET, DELETE) are
 retried with backoff on connection errors and 5xx. POSTs that create something are not: after an
@@ -22,9 +25,10 @@ import urllib3
 from urllib3.exceptions import NewConnectionError
 
 from dli_kernel.client import results
-from dli_kernel.client.dialects import Dialect, make_dialect
+from dli_kernel.client.dialects import Call, Dialect, make_dialect
 from dli_kernel.client.errors import (
     ClientError,
+    ConfigError,
     ConnectionFailed,
     NotFound,
     ServerError,
@@ -49,10 +53,11 @@ class SessionsClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         dialect: str | Dialect = "livy",
         *,
         project_id: str | None = None,
+        region: str | None = None,
         auth: requests.auth.AuthBase | None = None,
         headers: dict[str, str] | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
@@ -61,11 +66,16 @@ class SessionsClient:
         extensions: Iterable[str] | None = None,
     ) -> None:
         """``extensions``: the server's additions to Livy to use (``wait``, ``arrow``); None asks the server
-        (``GET /version``) once, when one is first wanted; ``()`` uses none, as against plain Livy."""
+        (``GET /version``) once, when one is first wanted; ``()`` uses none, as against plain Livy.
+        ``url`` may be None for the dlc dialect: Tencent Cloud's endpoint. ``region``: DLC's region."""
+        self.dialect = dialect if isinstance(dialect, Dialect) else make_dialect(dialect, project_id, region)
+        if not url:
+            url = self.dialect.default_url
+            if not url:
+                raise ConfigError(f"the {self.dialect.name} dialect needs the endpoint's URL.")
         self.url = url.rstrip("/")
         # What messages and repr show: never a password written into the URL.
         self._shown_url = shown_url(self.url)
-        self.dialect = dialect if isinstance(dialect, Dialect) else make_dialect(dialect, project_id)
         self.timeout = timeout
         self.retry_delays = retry_delays
         self._http = requests.Session()
@@ -75,6 +85,8 @@ class SessionsClient:
         self._http.headers["X-Requested-By"] = "dli-kernel"
         self._http.headers.update(headers or {})
         self._last_statement: dict[str, int] = {}
+        # DataFrame statements read through the dialect's own result call: (session, statement) -> max rows
+        self._sql_results: dict[tuple[str, int], int] = {}
         self._extensions = None if extensions is None else frozenset(extensions)
         self._extensions_lock = threading.Lock()
 
@@ -94,9 +106,9 @@ class SessionsClient:
 
     def create_session(self, spec: SessionSpec) -> SessionInfo:
         """Start a session. Give the spec a name: then an ambiguous failure can be resolved safely."""
-        body = self.dialect.create_body(spec)
+        call = self.dialect.create_session(spec)
         try:
-            session = SessionInfo.from_json(self._request("POST", self._sessions(), json=body, retry=False))
+            session = self.dialect.read_created(self._call(call), spec)
         except (ConnectionFailed, ServerError) as err:
             if not spec.name or not _ambiguous(err):
                 raise
@@ -112,13 +124,13 @@ class SessionsClient:
     def get_session(self, session_id: str | int, wait: float | None = None) -> SessionInfo:
         """The session; with ``wait`` (seconds) a server that long-polls answers once its state changes."""
         params, timeout = self._wait(wait)
-        return SessionInfo.from_json(
-            self._request("GET", self._session(session_id), params=params, timeout=timeout)
-        )
+        return self.dialect.read_session(self._call(self.dialect.get_session(session_id, params), timeout))
 
     def server_extensions(self) -> frozenset[str]:
         """What the server adds to Livy (``wait``, ``arrow``), as its ``GET /version`` says; asked once."""
         with self._extensions_lock:
+            if self._extensions is None and not self.dialect.has_version:
+                self._extensions = frozenset()
             if self._extensions is None:
                 try:
                     # Not retried: a server that fails it is treated as one without extensions.
@@ -134,15 +146,14 @@ class SessionsClient:
 
     def list_sessions(self, **filters: str | int) -> list[SessionInfo]:
         """Sessions on the endpoint; filters go to the server as query parameters (``from``, ``size``,
-        ``state``, ``kind``, ``name``, ``cluster_name``, ``owner``) where it supports them."""
-        params = {key.rstrip("_"): value for key, value in filters.items() if value is not None}
-        body = self._request("GET", self._sessions(), params=params)
-        return [SessionInfo.from_json(item) for item in body.get("sessions", [])]
+        ``state``, ``kind``, ``name``, ``cluster_name``, ``owner``) where it supports them (DLC: see
+        ``DlcDialect.list_sessions``)."""
+        return self.dialect.read_sessions(self._call(self.dialect.list_sessions(dict(filters))))
 
     def delete_session(self, session_id: str | int) -> None:
         """End a session. Already gone counts as done (a retried DELETE may find it so)."""
         with contextlib.suppress(NotFound):
-            self._request("DELETE", self._session(session_id))
+            self._call(self.dialect.delete_session(session_id))
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -154,17 +165,15 @@ class SessionsClient:
 
     def _submit(self, session_id: str | int, code: str, body: dict[str, Any]) -> StatementInfo:
         key = str(session_id)
-        path = f"{self._session(session_id)}/statements"
+        call = self.dialect.submit(session_id, body)
         try:
-            statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
+            statement = self.dialect.read_statement(self._call(call))
         except (ConnectionFailed, ServerError) as err:
             if not _ambiguous(err):
                 raise  # nothing reached the server; the caller may simply try again
             resolved = self._resolve_ambiguous_submit(session_id, code, err)
-            if resolved is not None:
-                statement = resolved
-            else:
-                statement = StatementInfo.from_json(self._request("POST", path, json=body, retry=False))
+            # None: it did not land, so sending it again is safe
+            statement = resolved if resolved is not None else self.dialect.read_statement(self._call(call))
         self._last_statement[key] = statement.id
         return statement
 
@@ -206,14 +215,8 @@ class SessionsClient:
         """The statement; with ``wait`` (seconds) a server that long-polls holds the request until the
         statement's state changes (or it is done), and others answer at once."""
         params, timeout = self._wait(wait)
-        return StatementInfo.from_json(
-            self._request(
-                "GET",
-                f"{self._session(session_id)}/statements/{statement_id}",
-                params=params,
-                timeout=timeout,
-            )
-        )
+        call = self.dialect.get_statement(session_id, statement_id, params)
+        return self.dialect.read_statement(self._call(call, timeout))
 
     def wait_statement(
         self, session_id: str | int, statement_id: int, timeout: float | None = None
@@ -247,6 +250,10 @@ class SessionsClient:
         """
         results.require_arrow()  # before anything runs: a result nobody can read is not worth computing
         results.check_kind(kind)
+        if kind == "sql" and self.dialect.has_sql_results:
+            statement = self._submit(session_id, query, {"code": query, "kind": "sql"})
+            self._sql_results[(str(session_id), statement.id)] = int(max_rows)
+            return statement
         if EXT_ARROW in self.server_extensions():
             body = {"code": query, "kind": kind, "maxRows": int(max_rows), "resultFormat": "arrow"}
             return self._submit(session_id, query, body)
@@ -256,15 +263,19 @@ class SessionsClient:
     def dataframe_result(self, session_id: str | int, statement: StatementInfo) -> DataFrameResult:
         """The DataFrame of a finished statement started with ``submit_dataframe``."""
         output = statement.output or {}
+        # Taken before any failure is raised, so that failed queries leave nothing behind.
+        max_rows = self._sql_results.pop((str(session_id), statement.id), None)
         if statement.state != "available" or output.get("status") != "ok":
             reason = (
                 f"{output.get('ename')}: {output.get('evalue')}" if output.get("ename") else statement.state
             )
             raise StatementFailed(f"the query failed: {reason}", output or None)
         summary = (output.get("data") or {}).get(ARROW_RESULT_MIME)
+        if max_rows is not None:
+            return self.dialect.sql_result(self._call, statement, max_rows)
         if summary is None:
             return results.parse_inline(output)
-        path = f"{self._session(session_id)}/statements/{statement.id}/result"
+        path = f"{self.dialect.prefix}/sessions/{session_id}/statements/{statement.id}/result"
         response = self._request("GET", path, stream=True)
         try:
             # Batch by batch off the socket: the whole stream is never held as one more copy in memory.
@@ -307,32 +318,38 @@ class SessionsClient:
         return self.dataframe_result(session_id, statement)
 
     def list_statements(self, session_id: str | int) -> list[StatementInfo]:
-        body = self._request("GET", f"{self._session(session_id)}/statements")
-        return [StatementInfo.from_json(item) for item in body.get("statements", [])]
+        return self.dialect.read_statements(self._call(self.dialect.list_statements(session_id)))
 
     def cancel(self, session_id: str | int, statement_id: int) -> None:
-        # Cancelling twice is harmless, so this POST may be retried.
-        self._request("POST", f"{self._session(session_id)}/statements/{statement_id}/cancel", retry=True)
+        self._call(self.dialect.cancel(session_id, statement_id))
 
     def logs(self, session_id: str | int, start: int | None = None, size: int = 100) -> LogPage:
-        params: dict[str, int] = {"size": size}
-        if start is not None:
-            params["from"] = start
-        body = self._request("GET", f"{self._session(session_id)}/log", params=params)
-        lines = tuple(body.get("log") or ())
-        return LogPage(
-            start=int(body.get("from") or 0), total=int(body.get("total") or len(lines)), lines=lines
-        )
+        """Lines of the session's log from line ``start`` (None: the last ``size``); ``size=0`` asks only
+        for ``total``, the log's length in lines."""
+        return self.dialect.log_page(self._call, session_id, start, size)
 
     def complete(self, session_id: str | int, code: str, kind: str, cursor: int) -> list[str]:
-        body = {"code": code, "kind": kind, "cursor": cursor}
-        reply = self._request("POST", f"{self._session(session_id)}/completion", json=body, retry=True)
+        """Completion candidates; none, without a request, where the backend has no completion (DLC)."""
+        call = self.dialect.complete(session_id, code, kind, cursor)
+        if call is None:
+            return []
+        reply = self._call(call)
         return list(reply.get("candidates") or [])
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _sessions(self) -> str:
-        return f"{self.dialect.prefix}/sessions"
+    def _call(self, call: Call, timeout: tuple[float, float] | None = None) -> Any:
+        """Send ``call`` and return its answer's payload as the dialect reads it."""
+        return self._request(
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            retry=call.retry,
+            timeout=timeout,
+            headers=call.headers,
+            label=call.label,
+        )
 
     def _wait(self, wait: float | None) -> tuple[dict[str, Any] | None, tuple[float, float] | None]:
         """Query parameters and timeout for a GET that may be held ``wait`` seconds; plain servers never
@@ -341,10 +358,9 @@ class SessionsClient:
             return None, None
         return {"wait": f"{wait:g}"}, (self.timeout[0], self.timeout[1] + wait)
 
-    def _session(self, session_id: str | int) -> str:
-        return f"{self._sessions()}/{session_id}"
-
     def _find_session_named(self, name: str) -> SessionInfo | None:
+        if not self.dialect.names_are_ids:
+            return next((info for info in self.list_sessions(name=name) if info.name == name), None)
         try:
             return self.get_session(name)
         except NotFound:
@@ -360,6 +376,8 @@ class SessionsClient:
         retry: bool | None = None,
         timeout: tuple[float, float] | None = None,
         stream: bool = False,
+        headers: dict[str, str] | None = None,
+        label: str | None = None,
     ) -> Any:
         """The answer's JSON, or with ``stream`` the response itself, its body unread (close it)."""
         if retry is None:
@@ -367,7 +385,7 @@ class SessionsClient:
         attempts = (*self.retry_delays, None) if retry else (None,)
         for delay in attempts:
             try:
-                return self._send(method, path, json, params, timeout or self.timeout, stream)
+                return self._send(method, path, json, params, timeout or self.timeout, stream, headers, label)
             except (ConnectionFailed, ServerError) as err:
                 if delay is None or (isinstance(err, ServerError) and err.status not in _RETRY_STATUSES):
                     raise
@@ -382,8 +400,13 @@ class SessionsClient:
         params: dict[str, Any] | None,
         timeout: tuple[float, float],
         stream: bool = False,
+        headers: dict[str, str] | None = None,
+        label: str | None = None,
     ) -> Any:
-        what = f"{method} {self._shown_url}{path}"
+        what = f"{label} at {self._shown_url}" if label else f"{method} {self._shown_url}{path}"
+        sent_headers = dict(headers or {})
+        if stream:
+            sent_headers["Accept"] = ARROW_STREAM_MIME
         try:
             # No redirects: signed requests (AK/SK) are not re-signed by requests, and a token header
             # must not follow a redirect to another host.
@@ -394,7 +417,7 @@ class SessionsClient:
                 params=params,
                 timeout=timeout,
                 allow_redirects=False,
-                headers={"Accept": ARROW_STREAM_MIME} if stream else None,
+                headers=sent_headers or None,
                 stream=stream,
             )
         except requests.ConnectTimeout:
@@ -416,9 +439,10 @@ class SessionsClient:
         if stream:
             return response
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
             raise ClientError(f"{what}: the answer is not JSON ({_snippet(response.text)}).") from None
+        return self.dialect.unwrap(body, what)
 
 
 class _NotSent(ConnectionFailed):

@@ -39,7 +39,9 @@ class SessionHolder:
     def _connect(self) -> tuple[SessionsClient, SessionSpec]:
         if self._client is None or self._spec is None:
             settings = self._load_settings()
-            endpoint = settings.endpoint or embedded_endpoint()
+            endpoint = settings.endpoint or embedded_endpoint(
+                dialect=settings.embedded_dialect, region=settings.region
+            )
             defaults = settings.defaults
             self._spec = defaults if self._kind is None else defaults.replace(kind=self._kind)
             self._client = endpoint.client()

@@ -1,7 +1,8 @@
 """The embedded sessions server's ASGI app: its route table, its error answers and its token check.
 
 Two path families serve one registry: Livy's (``/sessions/...``) and DLI's (``/v2.0/{project_id}/sessions
-/...``). Both have the same routes; ``endpoints.Family`` holds what differs between them.
+/...``). Both have the same routes; ``endpoints.Family`` holds what differs between them. Tencent DLC's
+signed actions (``POST /``, ``dlc_actions``) serve the same registry too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.types import Lifespan
 
 from dli_kernel.server import endpoints
 from dli_kernel.server.auth import TokenAuth
+from dli_kernel.server.dlc_actions import DLC_PATH, DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
 from dli_kernel.server.manager import SessionManager
@@ -56,6 +58,7 @@ def create_app(
             Route("/pool", endpoints.pool_status, methods=["GET"]),
             *session_routes(LIVY),
             *session_routes(DLI),
+            Route(DLC_PATH, DlcActions(token).dispatch, methods=["POST"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

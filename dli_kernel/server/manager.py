@@ -144,12 +144,16 @@ class SessionManager:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def create(self, spec: SessionSpec, project_id: str | None = None) -> ManagedSession:
+    def create(
+        self, spec: SessionSpec, project_id: str | None = None, owner: str | None = None
+    ) -> ManagedSession:
+        """A new session, owned by ``owner`` (who signed the request, where the path knows it) or else by
+        the server's OS user."""
         # Outside the lock: it may wait a moment for a pooled driver that was just launched.
         reserved = self._starter.reserve(spec)
         pooled: PooledDriver | None = None
         try:
-            session, pooled, pruned = self._register(spec, project_id, reserved)
+            session, pooled, pruned = self._register(spec, project_id, reserved, owner)
         finally:
             if reserved is not None and pooled is None and self.pool is not None:
                 self.pool.release(reserved)  # it may stop the driver: outside the lock
@@ -159,7 +163,7 @@ class SessionManager:
         return session
 
     def _register(
-        self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None
+        self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None, owner: str | None
     ) -> tuple[ManagedSession, PooledDriver | None, builtins.list[Path]]:
         """A new session in the registry, with the reserved pooled driver if it could move in; and the
         workdirs of ended sessions it pushed out of the registry, to remove."""
@@ -173,7 +177,7 @@ class SessionManager:
                 id=session_id,
                 uuid=str(uuid.uuid4()),
                 spec=spec,
-                owner=self._owner,
+                owner=owner or self._owner,
                 project_id=project_id,
                 workdir=self.settings.state_dir / "sessions" / str(session_id),
             )

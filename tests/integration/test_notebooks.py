@@ -59,9 +59,29 @@ def stdout(cell: Any) -> str:
     return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
 
 
-def test_quickstart(kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def dialect_env(kernel_env: dict[str, Any], server: Server, dialect: str) -> dict[str, Any]:
+    """The kernels' environment for ``dialect``: the embedded server's own paths (``local``), or Tencent
+    Cloud DLC's signed actions (``dlc``), which the same server answers with its token as SecretKey."""
+    if dialect == "local":
+        return kernel_env
+    env = {key: value for key, value in kernel_env["env"].items() if key != "DLI_KERNEL_TOKEN"}
+    env.update(
+        DLI_KERNEL_DIALECT="dlc",
+        DLI_KERNEL_REGION="ap-guangzhou",
+        DLI_KERNEL_CLUSTER="notebook-engine",
+        TENCENTCLOUD_SECRET_ID="AKIDnotebook",
+        TENCENTCLOUD_SECRET_KEY=server.token,
+    )
+    return dict(kernel_env, env=env)
+
+
+@pytest.mark.parametrize("dialect", ["local", "dlc"])
+def test_quickstart(
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
     before = {s["id"] for s in server.live_sessions()}
-    nb = execute(nbformat.read(QUICKSTART, 4), kernel_env, "dli_pyspark", monkeypatch)
+    env = dialect_env(kernel_env, server, dialect)
+    nb = execute(nbformat.read(QUICKSTART, 4), env, "dli_pyspark", monkeypatch)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert "10000 trips on Spark" in texts(code[0])
     assert "session" in texts(code[0]) and "ready after" in texts(code[0])  # the start was shown
@@ -74,6 +94,8 @@ def test_quickstart(kernel_env: dict[str, Any], server: Server, monkeypatch: pyt
     assert errors[0]["ename"] == "AnalysisException" and "no_such_column" in errors[0]["evalue"]
     assert "raises-exception" in code[5].metadata["tags"]
     assert "appId" in texts(code[6]) and "validity period" in texts(code[6])
+    if dialect == "dlc":  # the session was made through DLC's actions, signed by the notebook's SecretId
+        assert "AKIDnotebook" in texts(code[6]) and "notebook-engine" in texts(code[6])
     wait_no_new_sessions(server, before)  # the kernel deleted its session on shutdown
 
 
@@ -109,12 +131,13 @@ def test_sql_kernel_notebook(
     assert texts(nb.cells[4]).strip().endswith("1500")
 
 
+@pytest.mark.parametrize("dialect", ["local", "dlc"])
 def test_session_management_notebook(
-    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch
+    kernel_env: dict[str, Any], server: Server, monkeypatch: pytest.MonkeyPatch, dialect: str
 ) -> None:
     before = {s["id"] for s in server.live_sessions()}
     path = NOTEBOOKS / "session-management.ipynb"
-    nb = execute(nbformat.read(path, 4), kernel_env, "dli_pyspark", monkeypatch)
+    nb = execute(nbformat.read(path, 4), dialect_env(kernel_env, server, dialect), "dli_pyspark", monkeypatch)
     errors = [
         (i, o)
         for i, cell in enumerate(nb.cells)

@@ -166,11 +166,16 @@ class FakeManager:
             return [s for s in self.sessions if s.state in states]
         return [s for s in self.sessions if not s.ended]
 
-    def create(self, spec: SessionSpec, project_id: str | None = None) -> ManagedSession:
+    def create(
+        self, spec: SessionSpec, project_id: str | None = None, owner: str | None = None
+    ) -> ManagedSession:
         self.calls.note("create")
         if self.closing:
             raise WrongState("the server is shutting down; no new sessions are started.")
-        return self.add_session(spec, state="not_started", project_id=project_id)
+        session = self.add_session(spec, state="not_started", project_id=project_id)
+        if owner:
+            session.owner = owner
+        return session
 
     def delete(self, session: ManagedSession) -> None:
         self.calls.note("delete")

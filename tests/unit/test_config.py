@@ -278,9 +278,9 @@ def _cases() -> list[tuple[str, dict | str | None, dict, list[str]]]:
             "env dialect",
             None,
             {"DLI_KERNEL_DIALECT": "yarn"},
-            ["DLI_KERNEL_DIALECT must be one of livy, dli, local (got 'yarn')."],
+            ["DLI_KERNEL_DIALECT must be one of livy, dli, dlc, local (got 'yarn')."],
         ),
-        ("file dialect", {"dialect": "yarn"}, {}, [f"{P}: dialect must be one of livy, dli, local"]),
+        ("file dialect", {"dialect": "yarn"}, {}, [f"{P}: dialect must be one of livy, dli, dlc, local"]),
         (
             "invalid json",
             '{\n "url": "http://livy:8998"\n    "dialect": "livy"\n}',
@@ -361,7 +361,7 @@ def _cases() -> list[tuple[str, dict | str | None, dict, list[str]]]:
             "unknown auth",
             {**LIVY, "auth": "kerberos", "token": TOKEN},
             {},
-            [f"{P}: auth must be one of bearer, iam, basic, aksk, none (got 'kerberos')."],
+            [f"{P}: auth must be one of bearer, iam, basic, aksk, tc3, none (got 'kerberos')."],
         ),
         (
             "bearer without token",
@@ -482,7 +482,7 @@ def test_endpoint_copies_headers_and_checks_the_dialect() -> None:
     headers["X-Other"] = "changed"
     assert endpoint.headers == {"X-Requested-By": "me"}
     assert hash(endpoint) == hash(Endpoint("http://livy", "livy", headers={"X": "y"}))
-    with pytest.raises(ConfigError, match=r"dialect must be one of livy, dli, local \(got 'yarn'\)\."):
+    with pytest.raises(ConfigError, match=r"dialect must be one of livy, dli, dlc, local \(got 'yarn'\)\."):
         Endpoint("http://livy", "yarn")
 
 
@@ -505,3 +505,117 @@ def test_endpoint_client(endpoint: Endpoint, prefix: str) -> None:
             assert client._http.headers[name] == value
     with endpoint.client() as other:
         assert other is not client
+
+
+# -- Tencent Cloud DLC ------------------------------------------------------------------------------
+
+DLC_ENV = {
+    "DLI_KERNEL_URL": "https://dlc.tencentcloudapi.com",
+    "DLI_KERNEL_DIALECT": "dlc",
+    "DLI_KERNEL_REGION": "ap-guangzhou",
+    "TENCENTCLOUD_SECRET_ID": "AKIDdlc0123",
+    "TENCENTCLOUD_SECRET_KEY": SK,
+    "TENCENTCLOUD_SESSION_TOKEN": TOKEN,
+}
+
+
+@pytest.fixture
+def no_tencent_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home without ~/.tencentcloud/credentials (the SDK's profile file), unless a test writes one."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_dlc_from_the_environment_signs_with_the_sdk_credential(
+    missing: Path, no_tencent_profile: Path
+) -> None:
+    from dli_kernel.client.tc3 import TencentTC3
+
+    settings = load_settings(env=DLC_ENV, config_file=missing)
+    endpoint = settings.endpoint
+    assert endpoint is not None
+    assert (endpoint.url, endpoint.dialect, endpoint.region) == (
+        "https://dlc.tencentcloudapi.com",
+        "dlc",
+        "ap-guangzhou",
+    )
+    assert isinstance(endpoint.auth, TencentTC3)
+    sent = requests.Request("POST", endpoint.url + "/", json={}, auth=endpoint.auth).prepare().headers
+    assert sent["X-TC-Token"] == TOKEN and "Credential=AKIDdlc0123/" in sent["Authorization"]
+    for text in (repr(endpoint), repr(settings)):
+        assert SK not in text and TOKEN not in text
+    with endpoint.client() as client:
+        assert (client.dialect.name, client.dialect.region) == ("dlc", "ap-guangzhou")
+    assert "TENCENTCLOUD_SECRET_KEY" in settings.source and SK not in settings.source
+
+
+def test_dlc_from_the_config_file(config, no_tencent_profile: Path) -> None:
+    path = config(
+        {
+            "url": "https://dlc.ap-shanghai.tencentcloudapi.com",
+            "dialect": "dlc",
+            "region": "ap-shanghai",
+            "secret_id": "AKIDfile",
+            "secret_key": SK,
+            "session": {"cluster_name": "engine-1", "sc_type": "B"},
+        }
+    )
+    settings = load_settings(env={}, config_file=path)
+    assert settings.endpoint is not None and settings.endpoint.region == "ap-shanghai"
+    assert settings.defaults.cluster_name == "engine-1"
+    assert (
+        "X-TC-Token"
+        not in requests.Request("POST", "https://d/", json={}, auth=settings.endpoint.auth).prepare().headers
+    )
+
+
+def test_dlc_reads_the_sdks_profile_file_without_keys(missing: Path, no_tencent_profile: Path) -> None:
+    profile = no_tencent_profile / ".tencentcloud" / "credentials"
+    profile.parent.mkdir()
+    profile.write_text(f"[default]\nsecret_id = AKIDprofile\nsecret_key = {SK}\n")
+    env = {key: DLC_ENV[key] for key in ("DLI_KERNEL_URL", "DLI_KERNEL_DIALECT", "DLI_KERNEL_REGION")}
+    endpoint = load_settings(env=env, config_file=missing).endpoint
+    assert endpoint is not None
+    sent = requests.Request("POST", "https://d/", json={}, auth=endpoint.auth).prepare().headers
+    assert "Credential=AKIDprofile/" in sent["Authorization"]
+
+
+@pytest.mark.parametrize(
+    ("drop", "needle"),
+    [
+        ("DLI_KERNEL_REGION", "dialect dlc needs region: set DLI_KERNEL_REGION or region in"),
+        ("TENCENTCLOUD_SECRET_KEY", "needs secret key: set TENCENTCLOUD_SECRET_KEY or secret_key in"),
+        ("TENCENTCLOUD_SECRET_ID", "needs secret id: set TENCENTCLOUD_SECRET_ID or secret_id in"),
+    ],
+)
+def test_dlc_errors_name_the_missing_setting(
+    missing: Path, no_tencent_profile: Path, drop: str, needle: str
+) -> None:
+    env = {key: value for key, value in DLC_ENV.items() if key != drop}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env, config_file=missing)
+    assert needle in str(caught.value) and SK not in str(caught.value)
+
+
+def test_a_bad_region_is_one_sentence(missing: Path, no_tencent_profile: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"DLI_KERNEL_REGION must be a region such as ap-guangzhou \(got 'Guang Zhou'\)\."
+    ):
+        load_settings(env=DLC_ENV | {"DLI_KERNEL_REGION": "Guang Zhou"}, config_file=missing)
+
+
+def test_dlc_without_a_url_is_the_embedded_server_through_dlcs_actions(missing: Path) -> None:
+    settings = load_settings(env={"DLI_KERNEL_DIALECT": "dlc"}, config_file=missing)
+    assert settings.endpoint is None
+    assert (settings.embedded_dialect, settings.region) == ("dlc", None)
+    assert settings.defaults.cluster_name == "local"  # DLC names an engine; the embedded server has one
+    plain = load_settings(env={}, config_file=missing)
+    assert (plain.embedded_dialect, plain.defaults.cluster_name) == ("local", None)
+
+
+def test_explicit_tc3_auth_on_a_livy_shaped_dialect_is_refused_without_keys(
+    config, no_tencent_profile: Path
+) -> None:
+    path = config({"url": "https://gw.example.com", "auth": "tc3"})
+    with pytest.raises(ConfigError, match="needs secret id"):
+        load_settings(env={}, config_file=path)

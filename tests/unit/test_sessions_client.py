@@ -232,7 +232,7 @@ def test_dli_create_goes_under_the_project_with_dli_field_names(httpserver: HTTP
 def test_dli_dialect_needs_a_project_id() -> None:
     with pytest.raises(ConfigError, match="project id"):
         SessionsClient("http://127.0.0.1:1", "dli")
-    with pytest.raises(ConfigError, match="dialect must be one of livy, dli, local"):
+    with pytest.raises(ConfigError, match="dialect must be one of livy, dli, dlc, local"):
         SessionsClient("http://127.0.0.1:1", "yarn")
 
 

@@ -1,0 +1,365 @@
+"""Tencent Cloud DLC's notebook-session action API on the embedded server: ``POST /`` with ``X-TC-Action``,
+signed with TC3-HMAC-SHA256 (the server token as the SecretKey), over the same sessions as the Livy and
+DLI paths.
+
+DLC answers everything with HTTP 200: ``{"Response": {...fields, "RequestId"}}``, or ``{"Response":
+{"Error": {"Code", "Message"}, "RequestId"}}`` when it refuses. Each action reads its whole request
+(``dlc_params``) before it asks the manager for anything, and does the manager's work in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from dli_kernel.protocol import DEFAULT_MAX_ROWS, SESSION_STATES
+from dli_kernel.server import tc3
+from dli_kernel.server.dlc_params import (
+    DlcError,
+    Fields,
+    TaskId,
+    invalid,
+    kind,
+    parse_body,
+    session_spec,
+)
+from dli_kernel.server.dlc_views import (
+    DLC_STATES,
+    dlc_state,
+    our_states,
+    session_info,
+    session_summary,
+    sql_result,
+    statement_batch,
+    statement_info,
+)
+from dli_kernel.server.manager import (
+    Invalid,
+    ManagedSession,
+    ManagerError,
+    SessionManager,
+    Statement,
+    UnknownId,
+)
+from dli_kernel.spec import SpecError
+
+log = logging.getLogger("dli_kernel.server")
+
+DLC_PATH = "/"
+DLC_VERSION = "2021-01-25"
+LOG_LIMIT = 200  # DescribeNotebookSessionLog's default: the newest 200 lines
+LIST_LIMIT = 10  # DescribeNotebookSessions' default page
+MAX_LIMIT = 1000
+SQL_MAX_RESULTS = 1000
+# DescribeNotebookSessions' Filters: DLC's own two, and the fields its console filters on.
+FILTERS = ("notebook-keyword", "engine-generation", "session-id", "session-name", "kind")
+GENERATIONS = ("native", "supersql")  # every session here runs on a standard (native) Spark engine
+SORT_FIELDS: dict[str, Callable[[ManagedSession], Any]] = {
+    "CreateTime": lambda s: s.created,
+    "LastRunningTime": lambda s: s.updated,
+    "Name": lambda s: s.spec.name or "",
+    "State": lambda s: dlc_state(s.state),
+    "Kind": lambda s: s.spec.kind,
+    "DataEngineName": lambda s: s.spec.cluster_name or "",
+    "SessionId": lambda s: s.uuid,
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One signed request, as its action handler sees it."""
+
+    manager: SessionManager
+    base_url: str
+    secret_id: str
+    body: dict[str, Any]
+
+
+def _answer(request_id: str, fields: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"Response": {**fields, "RequestId": request_id}})
+
+
+def _error(request_id: str, code: str, message: str) -> JSONResponse:
+    return _answer(request_id, {"Error": {"Code": code, "Message": message}})
+
+
+class DlcActions:
+    """The endpoint of ``POST /``; it holds the server token, which it never shows."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret_key = secret_key
+
+    def __repr__(self) -> str:
+        return "DlcActions()"
+
+    async def dispatch(self, request: Request) -> JSONResponse:
+        request_id = str(uuid.uuid4())
+        raw = await request.body()
+        try:
+            secret_id = tc3.verify(
+                self._secret_key,
+                request.method,
+                request.url.path,
+                request.url.query,
+                request.headers,
+                raw,
+                time.time(),
+            )
+            handler = _handler(request.headers.get("x-tc-version"), request.headers.get("x-tc-action"))
+            call = Call(request.app.state.manager, request.app.state.base_url, secret_id, parse_body(raw))
+            return _answer(request_id, await run_in_threadpool(_run, handler, call))
+        except (tc3.SignatureError, DlcError) as err:
+            return _error(request_id, err.code, str(err))
+        except Exception:
+            # DLC's shape even now: a client learns the request id to quote, never the server's details.
+            log.exception("unexpected error in DLC action %s", request.headers.get("x-tc-action"))
+            return _error(
+                request_id, "InternalError", f"internal server error; see the server log ({request_id})."
+            )
+
+
+def _handler(version: str | None, action: str | None) -> Callable[[Call], dict[str, Any]]:
+    if version != DLC_VERSION:
+        raise DlcError(
+            "NoSuchVersion",
+            f"X-TC-Version must be {DLC_VERSION}, the DLC API version this server speaks (got {version!r}).",
+        )
+    if not action or action not in ACTIONS:
+        raise DlcError(
+            "InvalidAction",
+            f"action {action!r} does not exist here; actions are: {', '.join(sorted(ACTIONS))}.",
+        )
+    return ACTIONS[action]
+
+
+def _run(handler: Callable[[Call], dict[str, Any]], call: Call) -> dict[str, Any]:
+    """The handler, with the manager's refusals in DLC's codes."""
+    try:
+        return handler(call)
+    except (SpecError, Invalid) as err:
+        raise invalid(str(err)) from None
+    except UnknownId as err:
+        raise DlcError("ResourceNotFound", str(err)) from None
+    except ManagerError as err:  # WrongState, and any other refusal of the manager's
+        raise DlcError("FailedOperation", str(err)) from None
+
+
+# -- lookups ---------------------------------------------------------------------------------------
+
+
+def _session(call: Call, session_id: str) -> ManagedSession:
+    """The session a request names; every request on a session counts as its heartbeat."""
+    try:
+        session = call.manager.get(session_id)
+    except UnknownId:
+        raise DlcError(
+            "ResourceNotFound.SessionNotFound",
+            f"session {session_id!r} does not exist; DescribeNotebookSessions lists the ones there are.",
+        ) from None
+    call.manager.touch(session)
+    return session
+
+
+def _statement(call: Call, session: ManagedSession, statement_id: str) -> Statement:
+    try:
+        return call.manager.statement(session, statement_id)
+    except UnknownId:
+        raise DlcError(
+            "ResourceNotFound",
+            f"statement {statement_id!r} does not exist in session {session.uuid}; "
+            "DescribeNotebookSessionStatements lists its statements.",
+        ) from None
+
+
+def _live(session: ManagedSession) -> None:
+    """Refuse work on a session that ended or is ending, with DLC's codes for it."""
+    if session.state == "shutting_down":
+        raise DlcError(
+            "ResourceNotFound.SessionStateShuttingDown", f"session {session.uuid} is shutting down."
+        )
+    if session.ended:
+        raise DlcError(
+            "ResourceNotFound.SessionStateDead",
+            f"session {session.uuid} has ended ({session.state}); create a new session.",
+        )
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+def create_session(call: Call) -> dict[str, Any]:
+    spec = session_spec(call.body)
+    session = call.manager.create(spec, owner=call.secret_id)
+    return {"SessionId": session.uuid, "SparkAppId": session.app_id or "", "State": dlc_state(session.state)}
+
+
+def describe_session(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId",))
+    session = _session(call, fields.required("SessionId"))
+    return {"Session": session_info(session, call.base_url)}
+
+
+def _matches(session: ManagedSession, name: str, values: list[str]) -> bool:
+    needles = [v.lower() for v in values]
+    if name == "engine-generation":
+        return "native" in needles
+    if name == "kind":
+        return session.spec.kind in needles
+    haystacks = {
+        "notebook-keyword": (session.spec.name or "", session.uuid, session.spec.cluster_name or ""),
+        "session-id": (session.uuid,),
+        "session-name": (session.spec.name or "",),
+    }[name]
+    exact = name == "session-id"
+    return any(
+        needle == hay.lower() if exact else needle in hay.lower() for needle in needles for hay in haystacks
+    )
+
+
+def _filters(fields: Fields) -> list[tuple[str, list[str]]]:
+    found = []
+    for item in fields.objects("Filters", ("Name", "Values", "Operator")):
+        name, values = item.get("Name"), item.get("Values", [])
+        if name not in FILTERS:
+            raise invalid(f"filter {name!r} is not supported; filters are: {', '.join(FILTERS)}.")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise DlcError("InvalidParameter", f"filter {name!r} needs Values: a non-empty list of strings.")
+        if name == "engine-generation" and not {v.lower() for v in values} <= set(GENERATIONS):
+            raise invalid(f"engine-generation is one of {', '.join(GENERATIONS)} (got {values}).")
+        found.append((name, values))
+    return found
+
+
+def describe_sessions(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("DataEngineName", "State", "SortFields", "Asc", "Limit", "Offset", "Filters"))
+    states = fields.strings("State")
+    unknown = [s for s in states if s not in DLC_STATES]
+    if unknown:
+        raise invalid(f"State {unknown[0]!r} is no session state; states are: {', '.join(DLC_STATES)}.")
+    sort_fields = fields.strings("SortFields") or ["CreateTime"]
+    for field in sort_fields:
+        if field not in SORT_FIELDS:
+            raise invalid(f"SortFields: {field!r} cannot be sorted on; fields are: {', '.join(SORT_FIELDS)}.")
+    ascending = fields.boolean("Asc", False)
+    limit = fields.integer("Limit", LIST_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    offset = fields.integer("Offset", 0)
+    filters = _filters(fields)
+    engine = fields.string("DataEngineName") or None
+    # DLC lists every session it remembers unless told which states: ended ones too.
+    sessions = call.manager.list(our_states(states) or list(SESSION_STATES), cluster=engine)
+    sessions = [s for s in sessions if all(_matches(s, name, values) for name, values in filters)]
+    sessions.sort(key=lambda s: tuple(SORT_FIELDS[f](s) for f in sort_fields), reverse=not ascending)
+    return {
+        "TotalElements": len(sessions),
+        "TotalPages": math.ceil(len(sessions) / limit),
+        "Page": offset // limit + 1,
+        "Size": limit,
+        "Sessions": [session_summary(s) for s in sessions[offset : offset + limit]],
+    }
+
+
+def delete_session(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId",))
+    session = _session(call, fields.required("SessionId"))
+    _live(session)
+    call.manager.delete(session)
+    return {}
+
+
+def session_log(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId", "Limit", "Offset"))
+    session_id = fields.required("SessionId")
+    limit = fields.integer("Limit", LOG_LIMIT, minimum=1, maximum=MAX_LIMIT * 10)
+    start = fields.integer("Offset", 0) if fields.given("Offset") else None
+    session = _session(call, session_id)
+    first, _total, lines = session.log_lines(start, limit)
+    return {"Logs": lines, "Limit": limit, "Offset": first}
+
+
+# -- statements ------------------------------------------------------------------------------------
+
+
+def create_statement(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId", "Code", "Kind"))
+    session_id = fields.required("SessionId")
+    code = fields.string("Code", required=True)
+    assert code is not None
+    wanted = fields.string("Kind")
+    statement_kind = kind(wanted, "Kind") if wanted else None
+    session = _session(call, session_id)
+    _live(session)
+    statement = call.manager.submit(session, code, statement_kind, DEFAULT_MAX_ROWS)
+    return {"NotebookSessionStatement": statement_info(session, statement)}
+
+
+def _named_statement(call: Call, fields: Fields) -> tuple[ManagedSession, Statement]:
+    """The statement a request names by SessionId and StatementId, or by TaskId."""
+    task = fields.string("TaskId")
+    session_id = fields.string("SessionId")
+    statement_id = fields.string("StatementId")
+    if task and not (session_id and statement_id):
+        parsed = TaskId.parse(task)
+        session_id, statement_id = session_id or parsed.session, parsed.statement
+    if not session_id:
+        raise DlcError("MissingParameter", "SessionId is required.")
+    if not statement_id:
+        raise DlcError("MissingParameter", "StatementId is required.")
+    session = _session(call, session_id)
+    return session, _statement(call, session, statement_id)
+
+
+def describe_statement(call: Call) -> dict[str, Any]:
+    session, statement = _named_statement(call, Fields(call.body, ("SessionId", "StatementId", "TaskId")))
+    return {"NotebookSessionStatement": statement_info(session, statement)}
+
+
+def describe_statements(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId", "BatchId"))
+    session = _session(call, fields.required("SessionId"))
+    fields.string("BatchId")  # this server runs no batches: every statement is in the one answer
+    return {"NotebookSessionStatements": statement_batch(session, list(session.statements))}
+
+
+def cancel_statement(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("SessionId", "StatementId"))
+    fields.required("SessionId")
+    fields.required("StatementId")
+    call.manager.cancel(*_named_statement(call, fields))
+    return {}
+
+
+def statement_sql_result(call: Call) -> dict[str, Any]:
+    fields = Fields(call.body, ("TaskId", "MaxResults", "NextToken", "BatchId", "DataFieldCutLen"))
+    task = TaskId.parse(fields.required("TaskId"))
+    limit = fields.integer("MaxResults", SQL_MAX_RESULTS, minimum=0, maximum=SQL_MAX_RESULTS)
+    token = fields.string("NextToken") or "0"
+    if not token.isdigit():
+        raise invalid(f"NextToken {token!r} is not one this server gave; leave it out to start at the top.")
+    cut = fields.integer("DataFieldCutLen", 0)
+    fields.string("BatchId")
+    session = _session(call, task.session)
+    statement = _statement(call, session, task.statement)
+    return sql_result(session, statement, int(token), limit, cut)
+
+
+ACTIONS: dict[str, Callable[[Call], dict[str, Any]]] = {
+    "CreateNotebookSession": create_session,
+    "DescribeNotebookSession": describe_session,
+    "DescribeNotebookSessions": describe_sessions,
+    "DeleteNotebookSession": delete_session,
+    "DescribeNotebookSessionLog": session_log,
+    "CreateNotebookSessionStatement": create_statement,
+    "DescribeNotebookSessionStatement": describe_statement,
+    "DescribeNotebookSessionStatements": describe_statements,
+    "CancelNotebookSessionStatement": cancel_statement,
+    "DescribeNotebookSessionStatementSqlResult": statement_sql_result,
+}

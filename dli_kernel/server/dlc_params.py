@@ -1,0 +1,237 @@
+"""Reading DLC action requests: PascalCase JSON fields checked one by one, each refused with Tencent's error
+code and one sentence, and CreateNotebookSession's fields mapped onto a SessionSpec.
+
+Everything here runs before the manager is asked for anything, so a bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dli_kernel.spec import SessionSpec, SpecError, json_type, unknown_names
+
+# DLC sizes in CUs (one CU: 1 core, 4 GB), as its API documents them: small 1 CU (the default), medium 2,
+# large 4, xlarge 8. A size is the driver's or each executor's cores and memory.
+CU_MEMORY_MB = 4 * 1024
+SIZES: dict[str, int] = {"small": 1, "medium": 2, "large": 4, "xlarge": 8}
+DEFAULT_SIZE = "small"
+DEFAULT_EXECUTORS = 1  # DLC's default ExecutorNumbers
+DEFAULT_TIMEOUT_S = 3600  # DLC's default TimeoutInSecond; here the session's heartbeat timeout
+SESSION_KINDS = ("pyspark", "spark", "sql")
+REFUSED_KINDS = ("sparkr",)  # DLC has it; this server runs no R
+DYNAMIC_ALLOCATION = "spark.dynamicAllocation.enabled"
+MIN_EXECUTORS = "spark.dynamicAllocation.minExecutors"
+MAX_EXECUTORS = "spark.dynamicAllocation.maxExecutors"
+
+
+class DlcError(Exception):
+    """A refused request: ``code`` is Tencent's error code, ``str()`` the one sentence the client sees."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def invalid(message: str) -> DlcError:
+    return DlcError("InvalidParameterValue", message)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise DlcError("InvalidParameter", f"the request body is not valid JSON: {err}.") from None
+    if not isinstance(body, dict):
+        raise DlcError("InvalidParameter", f"the request body must be a JSON object (got {json_type(body)}).")
+    return body
+
+
+class Fields:
+    """The fields of one action's request body, read by type; ``accepted`` lists those the action has."""
+
+    def __init__(self, body: dict[str, Any], accepted: Iterable[str]) -> None:
+        accepted = tuple(accepted)
+        unknown = sorted(str(key) for key in body if key not in accepted)
+        if unknown:
+            raise DlcError("UnknownParameter", f"{unknown_names(unknown, accepted, 'parameter')}.")
+        # JSON null means "not given", as the SDK's models treat None.
+        self._body = {key: value for key, value in body.items() if value is not None}
+
+    def _wrong_type(self, name: str, what: str) -> DlcError:
+        value = self._body[name]
+        return DlcError("InvalidParameter", f"{name} must be {what} (got {json_type(value)}: {value!r}).")
+
+    def given(self, name: str) -> bool:
+        return name in self._body
+
+    def string(self, name: str, required: bool = False) -> str | None:
+        if name not in self._body:
+            if required:
+                raise DlcError("MissingParameter", f"{name} is required.")
+            return None
+        value = self._body[name]
+        if not isinstance(value, str):
+            raise self._wrong_type(name, "a string")
+        if required and not value.strip():
+            raise DlcError("MissingParameter", f"{name} is required and must not be empty.")
+        return value
+
+    def required(self, name: str) -> str:
+        value = self.string(name, required=True)
+        assert value is not None  # string() raised otherwise
+        return value
+
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        if name not in self._body:
+            return default
+        value = self._body[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong_type(name, "an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and {maximum}" if maximum is not None else ""
+            bounds = f"between {minimum}{upper}" if maximum is not None else f">= {minimum}"
+            raise invalid(f"{name} must be an integer {bounds} (got {value}).")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if name not in self._body:
+            return default
+        if not isinstance(self._body[name], bool):
+            raise self._wrong_type(name, "true or false")
+        return bool(self._body[name])
+
+    def strings(self, name: str) -> list[str]:
+        value = self._body.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise self._wrong_type(name, "a list of non-empty strings")
+        return value
+
+    def objects(self, name: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+        """A list of objects with (at most) ``keys``, e.g. KVPair's Key and Value."""
+        value = self._body.get(name, [])
+        what = f"a list of objects with {', '.join(keys)}"
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self._wrong_type(name, what)
+        for item in value:
+            extra = sorted(set(item) - set(keys))
+            if extra:
+                raise DlcError("UnknownParameter", f"{name}: {unknown_names(extra, keys)}.")
+        return value
+
+
+def kind(value: str, field: str = "Kind") -> str:
+    wanted = value.strip().lower()
+    if wanted in REFUSED_KINDS:
+        raise DlcError(
+            "InvalidParameter.InvalidSessionKindType",
+            f"{field} {value!r} is not supported by this server, which runs no R; use one of "
+            f"{', '.join(SESSION_KINDS)}.",
+        )
+    if wanted not in SESSION_KINDS:
+        raise DlcError(
+            "InvalidParameter.InvalidSessionKindType",
+            f"{field} must be one of {', '.join(SESSION_KINDS)} (got {value!r}).",
+        )
+    return wanted
+
+
+def size(fields: Fields, name: str) -> int:
+    """The CUs of DriverSize or ExecutorSize."""
+    value = fields.string(name) or DEFAULT_SIZE
+    if value.strip().lower() not in SIZES:
+        raise invalid(f"{name} must be one of {', '.join(SIZES)} (got {value!r}).")
+    return SIZES[value.strip().lower()]
+
+
+def size_name(cores: int, memory_mb: int) -> str:
+    """The smallest DLC size that holds ``cores`` and ``memory_mb`` (xlarge for anything bigger)."""
+    needed = max(cores, -(-memory_mb // CU_MEMORY_MB))
+    return next((name for name, cus in SIZES.items() if cus >= needed), "xlarge")
+
+
+def key_values(fields: Fields, name: str) -> dict[str, str]:
+    conf: dict[str, str] = {}
+    for pair in fields.objects(name, ("Key", "Value")):
+        key, value = pair.get("Key"), pair.get("Value")
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise DlcError(
+                "InvalidParameter", f"each {name} entry must be {{Key: non-empty string, Value: string}}."
+            )
+        conf[key] = value
+    return conf
+
+
+CREATE_FIELDS = (
+    "Name", "Kind", "DataEngineName", "ProgramDependentFiles", "ProgramDependentJars",
+    "ProgramDependentPython", "ProgramArchives", "DriverSize", "ExecutorSize", "ExecutorNumbers",
+    "Arguments", "ProxyUser", "TimeoutInSecond", "ExecutorMaxNumbers", "SparkImage", "IsInherit",
+)  # fmt: skip
+
+
+def session_spec(body: dict[str, Any]) -> SessionSpec:
+    """CreateNotebookSession's body as a SessionSpec.
+
+    SparkImage and IsInherit are accepted and have no effect: this server runs the one Spark it has, and
+    a DLC engine's inherited configuration is what the request leaves unset here anyway.
+    """
+    fields = Fields(body, CREATE_FIELDS)
+    wanted_kind = kind(fields.required("Kind"))
+    cluster = fields.required("DataEngineName")
+    driver, executor = size(fields, "DriverSize"), size(fields, "ExecutorSize")
+    executors = fields.integer("ExecutorNumbers", DEFAULT_EXECUTORS, minimum=1)
+    most = fields.integer("ExecutorMaxNumbers", executors, minimum=1)
+    if most < executors:
+        raise invalid(f"ExecutorMaxNumbers ({most}) must not be less than ExecutorNumbers ({executors}).")
+    conf = key_values(fields, "Arguments")
+    if most > executors:
+        # DLC scales between the two with dynamic allocation; Spark's own settings say the same.
+        for key, value in ((DYNAMIC_ALLOCATION, "true"), (MIN_EXECUTORS, executors), (MAX_EXECUTORS, most)):
+            conf.setdefault(key, str(value))
+    fields.string("SparkImage")
+    fields.integer("IsInherit", 0, minimum=0, maximum=1)
+    try:
+        return SessionSpec(
+            kind=wanted_kind,
+            name=fields.string("Name") or None,
+            cluster_name=cluster,
+            driver_memory_mb=driver * CU_MEMORY_MB,
+            driver_cores=driver,
+            executor_memory_mb=executor * CU_MEMORY_MB,
+            executor_cores=executor,
+            num_executors=executors,
+            conf=conf,
+            jars=tuple(fields.strings("ProgramDependentJars")),
+            py_files=tuple(fields.strings("ProgramDependentPython")),
+            files=tuple(fields.strings("ProgramDependentFiles")),
+            archives=tuple(fields.strings("ProgramArchives")),
+            heartbeat_timeout_s=fields.integer("TimeoutInSecond", DEFAULT_TIMEOUT_S, minimum=0),
+            proxy_user=fields.string("ProxyUser") or None,
+        )
+    except SpecError as err:
+        raise invalid(str(err)) from None
+
+
+@dataclass(frozen=True)
+class TaskId:
+    """DLC names a statement's SQL result by a task id; here it is ``<SessionId>.<StatementId>``."""
+
+    session: str
+    statement: str
+
+    def __str__(self) -> str:
+        return f"{self.session}.{self.statement}"
+
+    @classmethod
+    def parse(cls, value: str) -> TaskId:
+        session, _, statement = value.rpartition(".")
+        if not session or not statement.isdigit():
+            raise DlcError(
+                "ResourceNotFound",
+                f"task {value!r} does not exist: a TaskId is the one a statement's description gives.",
+            )
+        return cls(session, statement)
