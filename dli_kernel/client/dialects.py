@@ -55,6 +55,10 @@ class Dialect:
     default_url: str | None = None
     # SQL DataFrames come from the backend's own result call (``sql_result``), not from printed rows.
     has_sql_results: bool = False
+    # A 5xx answer to a statement create means the backend recorded nothing, so after the statement list
+    # shows it absent it may be sent again (Livy, DLI, the embedded server answer only after recording).
+    # DLC's InternalError may come from the gateway in front of Livy while the statement is being made.
+    error_means_not_recorded: bool = True
 
     def unwrap(self, body: Any, what: str) -> Any:
         """The answer's payload; raises the client's error for an error the answer carries."""
@@ -81,6 +85,10 @@ class Dialect:
 
     def read_sessions(self, body: Any) -> list[SessionInfo]:
         raise NotImplementedError
+
+    def list_all(self, send: Send, filters: dict[str, Any]) -> list[SessionInfo]:
+        """The sessions ``filters`` select: one request, unless the backend pages its lists (DLC)."""
+        return self.read_sessions(send(self.list_sessions(filters)))
 
     def submit(self, session_id: str | int, body: dict[str, Any]) -> Call:
         """``body`` is the statement in Livy's form: ``code``, and maybe ``kind``, ``maxRows``..."""

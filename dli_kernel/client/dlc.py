@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dli_kernel.client.dialects import Call, Dialect, Send
 from dli_kernel.client.dlc_results import read_sql_result
 from dli_kernel.client.errors import BadRequest, ClientError, dlc_error
-from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo, normalize_state
-from dli_kernel.protocol import KINDS, STATEMENT_STATES
+from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo, normalize_state, settle_statement
+from dli_kernel.protocol import KINDS
 from dli_kernel.spec import SessionSpec, format_memory
 
 API_VERSION = "2021-01-25"
@@ -40,8 +40,11 @@ CREATE_ECHO = (
     *("Arguments", "TimeoutInSecond", "ProxyUser"),
 )
 LIST_LIMIT = 100  # sessions a list asks for unless given `size` (DLC's own default is 10)
+MAX_LIST_PAGES = 100  # a list is read up to 10,000 sessions
+MAX_EXECUTORS_DIGITS = 6  # spark.dynamicAllocation.maxExecutors up to 999,999
 LOG_PAGE = 1000  # log lines one request asks for when counting the log
 MAX_LOG_PAGES = 1000  # a log is counted up to a million lines
+MAX_LOG_COUNTS = 1000  # sessions whose log length is remembered
 LIST_FILTERS = ("state", "kind", "name", "keyword", "cluster_name", "owner", "from", "size", "sort", "asc")
 _CHINA = datetime.timezone(datetime.timedelta(hours=8))  # Tencent Cloud's times without a zone are Beijing's
 
@@ -88,6 +91,7 @@ def create_body(spec: SessionSpec) -> dict[str, Any]:
             "session on (DLI_KERNEL_CLUSTER or session.cluster_name in the config).",
             400,
         )
+    check_max_executors(spec.conf)
     res = spec.effective_resources()
     body: dict[str, Any] = {
         "Kind": check_kind(spec.kind),
@@ -121,7 +125,21 @@ def _max_executors(conf: dict[str, str]) -> int:
     if conf.get("spark.dynamicAllocation.enabled", "").lower() != "true":
         return 0
     value = conf.get("spark.dynamicAllocation.maxExecutors", "")
-    return int(value) if value.isdigit() else 0
+    return int(value) if value else 0
+
+
+def check_max_executors(conf: dict[str, str]) -> None:
+    """A ``spark.dynamicAllocation.maxExecutors`` that is not a count is refused, never a ValueError."""
+    value = conf.get("spark.dynamicAllocation.maxExecutors")
+    if value is None:
+        return
+    text = str(value)
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_EXECUTORS_DIGITS):
+        raise BadRequest(
+            f"spark.dynamicAllocation.maxExecutors must be a whole number of at most "
+            f"{MAX_EXECUTORS_DIGITS} digits 0-9 (got {text[:20]!r}).",
+            400,
+        )
 
 
 def _pairs(items: Any) -> dict[str, Any]:
@@ -245,12 +263,9 @@ def statement_info(item: Any) -> StatementInfo:
         raise ClientError("DLC answered without the statement.")
     progress = item.get("Progress")
     fraction = float(progress) / 100 if isinstance(progress, int | float) else 0.0
-    state = normalize_state(item.get("State"))
-    output = statement_output(item.get("OutPut"))
-    if state not in STATEMENT_STATES and output is not None:
-        # A state DLC has not documented, but with the output: finished, as its status says, so that no
-        # wait goes on for a statement that has ended.
-        state = "available" if output["status"] == "ok" else "error"
+    # A state DLC has not documented ends the statement (as its output says, or as an error naming the
+    # state), so that no wait goes on for it.
+    state, output = settle_statement(normalize_state(item.get("State")), statement_output(item.get("OutPut")))
     return StatementInfo(
         id=statement_id(item.get("StatementId")),
         state=state,
@@ -274,7 +289,11 @@ class DlcDialect(Dialect):
     names_are_ids: bool = False
     has_version: bool = False
     has_sql_results: bool = True
+    # An InternalError may be the gateway's ("Backend timeout.") while Livy behind it makes the statement.
+    error_means_not_recorded: bool = False
     default_url: str = DEFAULT_URL
+    # Each session's log length as last counted (see ``log_page``).
+    _log_counts: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def action(self, action: str, body: dict[str, Any], *, retry: bool = True) -> Call:
         headers = {"X-TC-Action": action, "X-TC-Version": API_VERSION, "X-TC-Region": self.region}
@@ -346,6 +365,39 @@ class DlcDialect(Dialect):
     def read_sessions(self, body: Any) -> list[SessionInfo]:
         return [session_info(item) for item in body.get("Sessions") or []]
 
+    def list_all(self, send: Send, filters: dict[str, Any]) -> list[SessionInfo]:
+        """The sessions ``filters`` select, ``kind`` and ``owner`` matched here (DLC has no such filters).
+        Without ``from``/``size`` every page is read (by Offset, up to TotalElements or an empty page),
+        so that matches beyond the first page are not lost."""
+        given = {key.rstrip("_"): value for key, value in filters.items() if value is not None}
+        call = self.list_sessions(filters)  # refuses unknown filters before anything is sent
+        if "from" in given or "size" in given:
+            found = self.read_sessions(send(call))
+        else:
+            found = []
+            for _ in range(MAX_LIST_PAGES):
+                body = send(call)
+                page = self.read_sessions(body)
+                found.extend(page)
+                total = body.get("TotalElements") if isinstance(body, dict) else None
+                if not isinstance(total, int) or isinstance(total, bool):
+                    total = None  # untold: a short page is the last
+                ended = len(page) < LIST_LIMIT if total is None else len(found) >= total
+                if not page or ended:
+                    break
+                call = replace(call, json={**call.json, "Offset": len(found)})
+            else:
+                raise ClientError(
+                    f"DLC lists more than {MAX_LIST_PAGES * LIST_LIMIT} sessions; narrow the list with "
+                    "state, name or cluster_name."
+                )
+        kind, owner = given.get("kind"), given.get("owner")
+        return [
+            info
+            for info in found
+            if (kind is None or info.kind == str(kind)) and (owner is None or info.owner == str(owner))
+        ]
+
     def delete_session(self, session_id: str | int) -> Call:
         return self.action("DeleteNotebookSession", {"SessionId": str(session_id)})
 
@@ -412,13 +464,18 @@ class DlcDialect(Dialect):
         ``size=0`` or the last lines) is counted by reading the log in pages from its start."""
         if start is not None and size > 0:
             return self.read_logs(send(self.logs(session_id, start, size)), start, size)
-        total, pages = 0, 0
+        # A log only grows, so counting goes on from the length counted last time: each logged cell then
+        # costs one request, not a read of the whole log.
+        total, pages = self._log_counts.get(str(session_id), 0), 0
         while pages < MAX_LOG_PAGES:
             got = self.read_logs(send(self.logs(session_id, total, LOG_PAGE)), total, LOG_PAGE)
             total += len(got.lines)
             pages += 1
             if len(got.lines) < LOG_PAGE:
                 break
+        if len(self._log_counts) >= MAX_LOG_COUNTS:
+            self._log_counts.clear()
+        self._log_counts[str(session_id)] = total
         if size <= 0:
             return LogPage(start=total, total=total, lines=())
         first = max(total - size, 0)

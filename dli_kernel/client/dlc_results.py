@@ -24,7 +24,7 @@ from dli_kernel.client.errors import ClientError
 from dli_kernel.client.results import DataFrameResult, arrow_to_pandas
 
 PAGE_ROWS = 1000  # DLC's MaxResults is 0..1000
-MAX_PAGES = 100_000  # a safety net: a server that hands out tokens forever still ends
+MAX_PAGES = 10_000  # ten million rows: a server that hands out new tokens forever still ends
 _INTS = {"tinyint": "int8", "smallint": "int16", "int": "int32", "integer": "int32", "bigint": "int64"}
 _STRINGS = ("string", "varchar", "char")
 _NESTED = ("array", "map", "struct", "uniontype")
@@ -42,6 +42,7 @@ def read_sql_result(page: Page, max_rows: int) -> DataFrameResult:
     token: str | None = None
     size = 0
     more = False
+    seen: set[str] = set()
     for _ in range(MAX_PAGES):
         want = PAGE_ROWS if max_rows < 0 else min(PAGE_ROWS, max_rows - len(rows))
         if want <= 0:
@@ -51,14 +52,32 @@ def read_sql_result(page: Page, max_rows: int) -> DataFrameResult:
             schema = _schema(answer.get("ResultSchema"))
         text = answer.get("ResultSet") or "[]"
         size += len(text.encode("utf-8")) if isinstance(text, str) else 0
-        rows.extend(_rows(text))
+        got = _rows(text)
+        rows.extend(got)
         affected = answer.get("AffectRows")
         if isinstance(affected, int) and not isinstance(affected, bool):
             total = affected
         token = answer.get("NextToken") or None
         more = token is not None
-        if not more:
+        if not more or (max_rows >= 0 and len(rows) >= max_rows):
             break
+        if not isinstance(token, str):
+            raise ClientError(f"DLC's SQL result gave a NextToken that is not text ({type(token).__name__}).")
+        if not got:
+            raise ClientError(
+                f"DLC's SQL result gave a page with no rows but a NextToken after {len(rows)} rows; "
+                "the result cannot be read to its end."
+            )
+        if token in seen:
+            raise ClientError(
+                f"DLC's SQL result repeated a NextToken after {len(rows)} rows; the result cannot be "
+                "read to its end."
+            )
+        seen.add(token)
+    else:
+        raise ClientError(
+            f"DLC's SQL result had more than {MAX_PAGES} pages; read fewer rows (a smaller max_rows)."
+        )
     if max_rows >= 0 and len(rows) > max_rows:
         rows, more = rows[:max_rows], True
     kept = len(rows)

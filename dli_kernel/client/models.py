@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dli_kernel.protocol import ENDED_STATES, READY_STATES, STATE_SPELLINGS, STATEMENT_DONE
+from dli_kernel.protocol import ENDED_STATES, READY_STATES, STATE_SPELLINGS, STATEMENT_DONE, STATEMENT_STATES
 
 SESSION_ENDED = frozenset(ENDED_STATES)
 SESSION_READY = frozenset(READY_STATES)
@@ -16,6 +16,19 @@ SESSION_READY = frozenset(READY_STATES)
 def normalize_state(state: object) -> str:
     text = str(state or "").strip().lower().replace("-", "_")
     return STATE_SPELLINGS.get(text, text)
+
+
+def settle_statement(state: str, output: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """A statement state outside Livy's as one that has ended, so that no wait goes on for it: with an
+    output, as its status says; without, as an error naming the state."""
+    if state in STATEMENT_STATES:
+        return state, output
+    if output is not None and output.get("status"):
+        return ("available" if output["status"] == "ok" else "error"), output
+    shown = state or "(none)"
+    reason = f"the server reports the statement in state {shown!r}, which is not a statement state; it is "
+    reason += "treated as ended, and may still be running there."
+    return "error", {"status": "error", "ename": "UnknownState", "evalue": reason, "traceback": []}
 
 
 @dataclass(frozen=True)
@@ -79,11 +92,15 @@ class StatementInfo:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> StatementInfo:
+        output = body.get("output")
+        state, output = settle_statement(
+            normalize_state(body.get("state")), output if isinstance(output, dict) else None
+        )
         return cls(
             id=int(body["id"]),
-            state=normalize_state(body.get("state")),
+            state=state,
             code=body.get("code") or "",
-            output=body.get("output"),
+            output=output,
             progress=float(body.get("progress") or 0.0),
             started=int(body.get("started") or 0),
             completed=int(body.get("completed") or 0),

@@ -39,12 +39,30 @@ from dli_kernel.client.errors import (
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
 from dli_kernel.client.polling import Pacer
 from dli_kernel.client.results import DataFrameResult
-from dli_kernel.protocol import ARROW_RESULT_MIME, ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXT_ARROW, EXT_WAIT
+from dli_kernel.protocol import (
+    ARROW_RESULT_MIME,
+    ARROW_STREAM_MIME,
+    DEFAULT_MAX_ROWS,
+    ENDED_STATES,
+    EXT_ARROW,
+    EXT_WAIT,
+)
 from dli_kernel.spec import SessionSpec
 
 DEFAULT_TIMEOUT = (5.0, 60.0)  # connect, read (seconds)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# Seconds a backend's clock may run behind ours: a session made by a create sent at t says it was made at
+# t - CLOCK_SKEW at the earliest.
+CLOCK_SKEW = 300.0
+_NOT_ADOPTED = (
+    "No live session named {name!r} made by this request could be found, so none was adopted and none was "
+    "started again; list the sessions to see."
+)
+_GATEWAY_ERROR = (
+    "The statement is not in the session's list yet, but this error may come from a gateway while the "
+    "statement is still being made, so it was not sent again; list the statements to see."
+)
 LONG_POLL = 5.0  # seconds a wait_statement request may be held by a server that long-polls
 
 
@@ -107,15 +125,16 @@ class SessionsClient:
     def create_session(self, spec: SessionSpec) -> SessionInfo:
         """Start a session. Give the spec a name: then an ambiguous failure can be resolved safely."""
         call = self.dialect.create_session(spec)
+        sent_at = time.time()
         try:
             session = self.dialect.read_created(self._call(call), spec)
         except (ConnectionFailed, ServerError) as err:
             if not spec.name or not _ambiguous(err):
                 raise
             # The server may have created it before the failure: find it rather than start a twin.
-            found = self._find_session_named(spec.name)
+            found = find_created_session(self, spec.name, sent_at)
             if found is None:
-                raise
+                raise _with_note(err, _NOT_ADOPTED.format(name=spec.name)) from None
             self.track(found.id)
             return found
         self._last_statement[session.id] = -1  # a new session has no statements
@@ -147,8 +166,9 @@ class SessionsClient:
     def list_sessions(self, **filters: str | int) -> list[SessionInfo]:
         """Sessions on the endpoint; filters go to the server as query parameters (``from``, ``size``,
         ``state``, ``kind``, ``name``, ``cluster_name``, ``owner``) where it supports them (DLC: see
-        ``DlcDialect.list_sessions``)."""
-        return self.dialect.read_sessions(self._call(self.dialect.list_sessions(dict(filters))))
+        ``DlcDialect.list_sessions``: it pages through the whole list and matches ``kind`` and ``owner``
+        itself)."""
+        return self.dialect.list_all(self._call, dict(filters))
 
     def delete_session(self, session_id: str | int) -> None:
         """End a session. Already gone counts as done (a retried DELETE may find it so)."""
@@ -200,8 +220,10 @@ class SessionsClient:
         for statement in self.list_statements(session_id):
             if statement.id > last and statement.code == code:
                 return statement
-        if isinstance(err, ServerError):
+        if isinstance(err, ServerError) and self.dialect.error_means_not_recorded:
             return None  # the server answered and did not record it: it did not land
+        if isinstance(err, ServerError):
+            raise _with_note(err, _GATEWAY_ERROR) from None
         # No answer at all: the server may still be taking it. Sending again could run it twice.
         raise _with_note(
             err,
@@ -358,14 +380,6 @@ class SessionsClient:
             return None, None
         return {"wait": f"{wait:g}"}, (self.timeout[0], self.timeout[1] + wait)
 
-    def _find_session_named(self, name: str) -> SessionInfo | None:
-        if not self.dialect.names_are_ids:
-            return next((info for info in self.list_sessions(name=name) if info.name == name), None)
-        try:
-            return self.get_session(name)
-        except NotFound:
-            return None
-
     def _request(
         self,
         method: str,
@@ -465,6 +479,42 @@ def _with_note(err: ClientError, note: str) -> ClientError:
     if isinstance(err, ServerError):
         return ServerError(message, err.status)
     return ConnectionFailed(message)
+
+
+def find_created_session(client: SessionsClient, name: str, sent_at: float) -> SessionInfo | None:
+    """The session an ambiguous create of ``name`` (sent at ``sent_at``, epoch seconds) may have made:
+    live, with that name, made by the client's identity where known, and made no earlier than the request
+    (less ``CLOCK_SKEW``) where the backend tells when. A dead namesake, or someone else's live one, is
+    not it."""
+    if client.dialect.names_are_ids:
+        try:
+            candidates = [client.get_session(name)]
+        except NotFound:
+            return None
+    else:
+        candidates = client.list_sessions(name=name)
+    me = identity_of(client._http.auth)
+    earliest_ms = (sent_at - CLOCK_SKEW) * 1000
+    for info in candidates:
+        created = info.raw.get("create_time")
+        if (
+            info.name == name
+            and info.state not in ENDED_STATES
+            and (me is None or info.owner is None or info.owner == me)
+            and ((client.dialect.names_are_ids and created is None) or _at_or_after(created, earliest_ms))
+        ):
+            return info
+    return None
+
+
+def identity_of(auth: Any) -> str | None:
+    """Who requests are made as, where the auth tells (Tencent Cloud: the SecretId); else None."""
+    reveal = getattr(auth, "identity", None)
+    return reveal() if callable(reveal) else None
+
+
+def _at_or_after(moment_ms: Any, earliest_ms: float) -> bool:
+    return isinstance(moment_ms, int | float) and not isinstance(moment_ms, bool) and moment_ms >= earliest_ms
 
 
 def _ambiguous(err: ClientError) -> bool:

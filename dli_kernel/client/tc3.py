@@ -81,6 +81,14 @@ class TencentTC3(AuthBase):
 
     __str__ = __repr__
 
+    def identity(self) -> str | None:
+        """The SecretId requests are signed with (not a secret: DLC shows it as a session's creator)."""
+        try:
+            secret_id = self._credential.get_credential_info()[0]
+        except Exception:  # a credential chain that cannot answer now: identity unknown
+            return None
+        return str(secret_id) if secret_id else None
+
     def _shown_id(self) -> str:
         secret_id = getattr(self._credential, "secret_id", None) or getattr(self._credential, "secretId", "")
         return (str(secret_id)[:4] + "…") if secret_id else "?"

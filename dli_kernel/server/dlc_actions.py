@@ -49,6 +49,8 @@ from dli_kernel.server.manager import (
     SessionManager,
     Statement,
     UnknownId,
+    parse_number,
+    shown,
 )
 from dli_kernel.spec import SpecError
 
@@ -97,6 +99,7 @@ class DlcActions:
 
     def __init__(self, secret_key: str) -> None:
         self._secret_key = secret_key
+        self._replays = tc3.ReplayGuard()
 
     def __repr__(self) -> str:
         return "DlcActions()"
@@ -104,6 +107,7 @@ class DlcActions:
     async def dispatch(self, request: Request) -> JSONResponse:
         request_id = str(uuid.uuid4())
         raw = await request.body()
+        now = time.time()
         try:
             secret_id = tc3.verify(
                 self._secret_key,
@@ -112,9 +116,12 @@ class DlcActions:
                 request.url.query,
                 request.headers,
                 raw,
-                time.time(),
+                now,
             )
-            handler = _handler(request.headers.get("x-tc-version"), request.headers.get("x-tc-action"))
+            action = request.headers.get("x-tc-action")
+            signature = tc3.parse_authorization(request.headers.get("authorization")).signature
+            self._replays.check(signature, action or "", now)
+            handler = _handler(request.headers.get("x-tc-version"), action)
             call = Call(request.app.state.manager, request.app.state.base_url, secret_id, parse_body(raw))
             return _answer(request_id, await run_in_threadpool(_run, handler, call))
         except (tc3.SignatureError, DlcError) as err:
@@ -163,7 +170,7 @@ def _session(call: Call, session_id: str) -> ManagedSession:
     except UnknownId:
         raise DlcError(
             "ResourceNotFound.SessionNotFound",
-            f"session {session_id!r} does not exist; DescribeNotebookSessions lists the ones there are.",
+            f"session {shown(session_id)} does not exist; DescribeNotebookSessions lists the ones there are.",
         ) from None
     call.manager.touch(session)
     return session
@@ -171,11 +178,14 @@ def _session(call: Call, session_id: str) -> ManagedSession:
 
 def _statement(call: Call, session: ManagedSession, statement_id: str) -> Statement:
     try:
+        # Only ASCII digits name a statement: '²' or a 5000-digit string is nobody's id.
+        if parse_number(statement_id) is None:
+            raise UnknownId(statement_id)
         return call.manager.statement(session, statement_id)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound",
-            f"statement {statement_id!r} does not exist in session {session.uuid}; "
+            f"statement {shown(statement_id)} does not exist in session {session.uuid}; "
             "DescribeNotebookSessionStatements lists its statements.",
         ) from None
 
@@ -340,15 +350,22 @@ def cancel_statement(call: Call) -> dict[str, Any]:
 def statement_sql_result(call: Call) -> dict[str, Any]:
     fields = Fields(call.body, ("TaskId", "MaxResults", "NextToken", "BatchId", "DataFieldCutLen"))
     task = TaskId.parse(fields.required("TaskId"))
-    limit = fields.integer("MaxResults", SQL_MAX_RESULTS, minimum=0, maximum=SQL_MAX_RESULTS)
+    # 0 is the SDK's "not set" for an int: the default page, never an empty page whose NextToken would be
+    # the one given, which would page forever.
+    limit = (
+        fields.integer("MaxResults", SQL_MAX_RESULTS, minimum=0, maximum=SQL_MAX_RESULTS) or SQL_MAX_RESULTS
+    )
     token = fields.string("NextToken") or "0"
-    if not token.isdigit():
-        raise invalid(f"NextToken {token!r} is not one this server gave; leave it out to start at the top.")
+    start = parse_number(token)
+    if start is None:
+        raise invalid(
+            f"NextToken {shown(token)} is not one this server gave; leave it out to start at the top."
+        )
     cut = fields.integer("DataFieldCutLen", 0)
     fields.string("BatchId")
     session = _session(call, task.session)
     statement = _statement(call, session, task.statement)
-    return sql_result(session, statement, int(token), limit, cut)
+    return sql_result(session, statement, start, limit, cut)
 
 
 ACTIONS: dict[str, Callable[[Call], dict[str, Any]]] = {

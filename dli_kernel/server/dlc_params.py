@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dli_kernel.server.manager import parse_number, shown
 from dli_kernel.spec import SessionSpec, SpecError, json_type, unknown_names
 
 # DLC sizes in CUs (one CU: 1 core, 4 GB), as its API documents them: small 1 CU (the default), medium 2,
@@ -166,6 +167,26 @@ def key_values(fields: Fields, name: str) -> dict[str, str]:
     return conf
 
 
+def _executor_bounds(conf: dict[str, str]) -> None:
+    """Refuse Spark's dynamic-allocation bounds in Arguments unless they are counts Spark takes, so that a
+    session is never made with values that its description (ExecutorMaxNumbers) could not show."""
+    counts = {}
+    for key, least in ((MIN_EXECUTORS, 0), (MAX_EXECUTORS, 1)):
+        if key in conf:
+            count = parse_number(conf[key].strip())
+            if count is None or count < least:
+                raise invalid(
+                    f"Arguments: {key} must be a whole number >= {least} in ASCII digits "
+                    f"(got {shown(conf[key])})."
+                )
+            counts[key] = count
+    if counts.get(MIN_EXECUTORS, 0) > counts.get(MAX_EXECUTORS, counts.get(MIN_EXECUTORS, 0)):
+        raise invalid(
+            f"Arguments: {MIN_EXECUTORS} ({counts[MIN_EXECUTORS]}) must not be more than "
+            f"{MAX_EXECUTORS} ({counts[MAX_EXECUTORS]})."
+        )
+
+
 CREATE_FIELDS = (
     "Name", "Kind", "DataEngineName", "ProgramDependentFiles", "ProgramDependentJars",
     "ProgramDependentPython", "ProgramArchives", "DriverSize", "ExecutorSize", "ExecutorNumbers",
@@ -192,6 +213,7 @@ def session_spec(body: dict[str, Any]) -> SessionSpec:
         # DLC scales between the two with dynamic allocation; Spark's own settings say the same.
         for key, value in ((DYNAMIC_ALLOCATION, "true"), (MIN_EXECUTORS, executors), (MAX_EXECUTORS, most)):
             conf.setdefault(key, str(value))
+    _executor_bounds(conf)
     fields.string("SparkImage")
     fields.integer("IsInherit", 0, minimum=0, maximum=1)
     try:
@@ -229,9 +251,9 @@ class TaskId:
     @classmethod
     def parse(cls, value: str) -> TaskId:
         session, _, statement = value.rpartition(".")
-        if not session or not statement.isdigit():
+        if not session or parse_number(statement) is None:
             raise DlcError(
                 "ResourceNotFound",
-                f"task {value!r} does not exist: a TaskId is the one a statement's description gives.",
+                f"task {shown(value)} does not exist: a TaskId is the one a statement's description gives.",
             )
         return cls(session, statement)

@@ -11,7 +11,7 @@ from typing import Any
 
 from dli_kernel.protocol import SQL_RESULT_MIME, STATEMENT_DONE
 from dli_kernel.server.dlc_params import MAX_EXECUTORS, DlcError, TaskId, size_name
-from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.server.manager import ManagedSession, Statement, parse_number
 
 # DLC's session states are ours but `recovering`: a session the server is reattaching to its driver after
 # a restart cannot run statements yet, which is what DLC's clients know as `starting`.
@@ -50,12 +50,15 @@ def pairs(mapping: dict[str, Any]) -> list[dict[str, str]]:
 
 def _sizes(session: ManagedSession) -> dict[str, Any]:
     res = session.spec.effective_resources()
-    most = session.spec.conf.get(MAX_EXECUTORS, "")
+    # Stored values are shown, never trusted: a session recorded before Arguments were checked, or made
+    # on the Livy path (which passes conf through), may hold anything here.
+    most = session.spec.conf.get(MAX_EXECUTORS)
+    most_count = parse_number(most.strip()) if isinstance(most, str) else None
     return {
         "DriverSize": size_name(res.driver_cores, res.driver_memory_mb),
         "ExecutorSize": size_name(res.executor_cores, res.executor_memory_mb),
         "ExecutorNumbers": res.num_executors,
-        "ExecutorMaxNumbers": int(most) if most.isdigit() else res.num_executors,
+        "ExecutorMaxNumbers": res.num_executors if most_count is None else most_count,
     }
 
 
@@ -220,6 +223,7 @@ def sql_result(
             f"statement {statement.id} is {statement.state} and has no result"
             + (f": {(statement.output or {}).get('evalue', '')}." if statement.state == "error" else "."),
         )
+    limit = max(limit, 1)  # so that NextToken always moves on: a page of 0 rows would be asked for forever
     data = rows["data"]
     page = data[start : start + limit]
     if cut > 0:

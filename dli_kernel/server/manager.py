@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
+import re
 import shutil
 import threading
 import time
@@ -50,6 +51,24 @@ SCALA_COMPLETION_TIMEOUT = 60.0  # an idle session's first Scala completion star
 COMPLETION_TIMEOUT = 2.0
 THREAD_JOIN = 5.0
 STOP_JOIN = 30.0
+
+
+MAX_DIGITS = 18  # every id and count here fits; more is nobody's id, and int() of it costs time
+_NUMBER = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
+
+
+def parse_number(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to MAX_DIGITS ASCII digits, else None.
+
+    Not ``str.isdigit()``: that holds for '²' and '٢', which int() refuses or reads as another number,
+    and for strings too long for int() to parse at all.
+    """
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` for a message: quoted, and cut short when a client sent something long."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 class ManagerError(Exception):
@@ -198,15 +217,16 @@ class SessionManager:
     def get(self, key: str) -> ManagedSession:
         """A session by Livy id, DLI uuid or name."""
         with self._lock:
-            if key.isdigit() and int(key) in self._sessions:
-                return self._sessions[int(key)]
+            number = parse_number(key)
+            if number is not None and number in self._sessions:
+                return self._sessions[number]
             for session in self._sessions.values():
                 if key == session.uuid:
                     return session
             named = [s for s in self._sessions.values() if s.spec.name == key]
             if named:
                 return max(named, key=lambda s: (not s.ended, s.id))
-        raise UnknownId(f"session {key!r} does not exist; list sessions to see the ids there are.")
+        raise UnknownId(f"session {shown(key)} does not exist; list sessions to see the ids there are.")
 
     def list(
         self,
@@ -285,9 +305,10 @@ class SessionManager:
             return statement
 
     def statement(self, session: ManagedSession, statement_id: str) -> Statement:
-        if not (statement_id.isdigit() and int(statement_id) < len(session.statements)):
-            raise UnknownId(f"statement {statement_id!r} does not exist in session {session.id}.")
-        statement = session.statements[int(statement_id)]
+        number = parse_number(statement_id)
+        if number is None or number >= len(session.statements):
+            raise UnknownId(f"statement {shown(statement_id)} does not exist in session {session.id}.")
+        statement = session.statements[number]
         if statement.state == "running":
             progress = read_progress(session.workdir, statement.job_group)  # a file read: outside the lock
             with self._lock:

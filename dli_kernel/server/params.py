@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, MAX_WAIT
-from dli_kernel.server.manager import Invalid
+from dli_kernel.server.manager import Invalid, parse_number
 from dli_kernel.spec import unknown_names
 
 STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
@@ -31,11 +31,8 @@ def optional_int(query: Mapping[str, str], name: str, minimum: int) -> int | Non
     raw = query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
+    value = parse_number(raw)
+    if value is None or value < minimum:
         raise Invalid(f"query parameter {name!r} must be an integer >= {minimum} (got {raw!r}).")
     return value
 
@@ -126,8 +123,8 @@ class CompletionRequest:
             )
         code = body["code"]
         cursor = body.get("cursor", len(code))
-        if isinstance(cursor, str) and cursor.isdigit():
-            cursor = int(cursor)  # Livy's own client sends it as a string
+        if isinstance(cursor, str) and parse_number(cursor) is not None:
+            cursor = parse_number(cursor)  # Livy's own client sends it as a string
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(code):
             raise Invalid(f"'cursor' must be an integer between 0 and the length of code (got {cursor!r}).")
         return cls(code, body.get("kind"), cursor)

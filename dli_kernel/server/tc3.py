@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from dli_kernel.server.manager import parse_number, shown
 
 ALGORITHM = "TC3-HMAC-SHA256"
 SERVICE = "dlc"
@@ -20,6 +24,19 @@ TERMINATOR = "tc3_request"
 MAX_SKEW = 300  # seconds a request's X-TC-Timestamp may be from the server's clock, as Tencent allows
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 REQUIRED_SIGNED = ("content-type", "host")
+# Actions that change something: a signature first seen with another action is refused for these.
+CHANGES = frozenset(
+    {
+        "CreateNotebookSession",
+        "CreateNotebookSessionStatement",
+        "DeleteNotebookSession",
+        "CancelNotebookSessionStatement",
+    }
+)
+REPLAY_CAPACITY = 100_000  # signatures remembered at most: a bound on memory, far above any real rate
+# Seconds within which one signature may serve two different actions: an honest client's requests signed
+# in the same second arrive that close together; a captured request replayed later does not.
+REPLAY_GRACE = 2.0
 
 _AUTHORIZATION = re.compile(
     ALGORITHM + r"\s+Credential=(?P<id>[^/,\s]*)/(?P<date>[^/,\s]+)/(?P<service>[^/,\s]+)/(?P<end>[^/,\s]+)"
@@ -130,12 +147,13 @@ def verify(
     """
     auth = parse_authorization(headers.get("authorization"))
     raw_timestamp = headers.get("x-tc-timestamp", "")
-    if not raw_timestamp.strip().isdigit():
+    timestamp = parse_number(raw_timestamp.strip())
+    if timestamp is None:
         raise SignatureError(
             "AuthFailure.SignatureFailure",
-            f"X-TC-Timestamp must be the request's Unix time in seconds (got {raw_timestamp!r}).",
+            f"X-TC-Timestamp must be the request's Unix time in seconds, in ASCII digits "
+            f"(got {shown(raw_timestamp)}).",
         )
-    timestamp = int(raw_timestamp)
     if abs(now - timestamp) > MAX_SKEW:
         raise SignatureError(
             "AuthFailure.SignatureExpire",
@@ -180,3 +198,55 @@ def verify(
             "(it is in the server's server.json).",
         )
     return auth.secret_id
+
+
+class ReplayGuard:
+    """Signatures seen in the last ``window`` seconds, and the action each was first sent as.
+
+    The SDK signs only content-type and host, so X-TC-Action is not covered by the signature: a captured
+    DescribeNotebookSession could be sent again as DeleteNotebookSession while its timestamp is fresh. So
+    a signature is refused for an action that changes something (CHANGES) if it was first seen with
+    another action ``grace`` seconds or more before. The grace lets honest clients through: two requests
+    with the same body signed in the same second share a signature (a describe and then a cancel of one
+    statement, say), and both reach the server within moments. The same action sent again with the same
+    signature is not refused: TC3 signs whole seconds and carries no nonce, so a notebook running one cell
+    twice within a second sends two identical signed requests, and both must run. A request is only as
+    private as its channel, as the bearer token of the other paths is: a server off loopback needs TLS in
+    front of it. A client that also signs x-tc-action cannot collide across actions at all. Thread-safe;
+    when full, the oldest signatures are forgotten first.
+    """
+
+    def __init__(
+        self, window: float = 2 * MAX_SKEW, capacity: int = REPLAY_CAPACITY, grace: float | None = None
+    ) -> None:
+        # Twice the skew: a timestamp up to MAX_SKEW ahead of the clock stays valid for 2 * MAX_SKEW.
+        self._window = window
+        self._capacity = capacity
+        self._grace = REPLAY_GRACE if grace is None else grace
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # signature -> (action, first seen)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check(self, signature: str, action: str, now: float) -> None:
+        """Record ``signature`` as sent for ``action``; SignatureError if it is a replay to refuse."""
+        with self._lock:
+            # Entries are added in time order and kept for one window, so the expired ones are in front.
+            while self._seen:
+                seen = next(iter(self._seen.values()))[1]
+                if seen + self._window > now and len(self._seen) < self._capacity:
+                    break
+                self._seen.popitem(last=False)
+            first = self._seen.get(signature)
+            if first is None:
+                self._seen[signature] = (action, now)
+                return
+        first_action, first_seen = first
+        if first_action != action and action in CHANGES and now - first_seen >= self._grace:
+            raise SignatureError(
+                "AuthFailure.SignatureFailure",
+                f"this signature was already used for {first_action}, and X-TC-Action is not signed, so "
+                f"it is not accepted for {action}: sign the request again (a new X-TC-Timestamp), or sign "
+                "x-tc-action too.",
+            )

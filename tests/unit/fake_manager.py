@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from dli_kernel.protocol import ENDED_STATES, SESSION_STATES, result_path
-from dli_kernel.server.manager import Invalid, ManagedSession, Statement, UnknownId, WrongState
+from dli_kernel.server.manager import (
+    Invalid,
+    ManagedSession,
+    Statement,
+    UnknownId,
+    WrongState,
+    parse_number,
+)
 from dli_kernel.spec import SessionSpec, normalize_kind
 
 LOG_LINES = 25
@@ -197,8 +204,9 @@ class FakeManager:
 
     def statement(self, session: ManagedSession, statement_id: str) -> Statement:
         self.calls.note("statement")
-        if statement_id.isdigit() and int(statement_id) < len(session.statements):
-            return session.statements[int(statement_id)]
+        number = parse_number(statement_id)
+        if number is not None and number < len(session.statements):
+            return session.statements[number]
         raise UnknownId(f"statement {statement_id!r} does not exist in session {session.id}.")
 
     def cancel(self, session: ManagedSession, statement: Statement) -> None:

@@ -427,7 +427,10 @@ def test_delete_and_delete_of_a_gone_session(dlc: FakeDlc, client: SessionsClien
 
 def test_an_ambiguous_named_create_is_found_by_listing(dlc: FakeDlc) -> None:
     dlc.answers["CreateNotebookSession"] = error("InternalError", "Backend timeout.")
-    row = {"SessionId": SID, "Name": "etl", "State": "starting", "Kind": "sql"}
+    row = {
+        "SessionId": SID, "Name": "etl", "State": "starting", "Kind": "sql", "Creator": SECRET_ID,
+        "CreateTime": str(int(time.time())),
+    }  # fmt: skip
     dlc.answers["DescribeNotebookSessions"] = {"Sessions": [{**row, "Name": "etl-2"}, row]}
     dlc.answers["DescribeNotebookSessionStatements"] = {"NotebookSessionStatements": {}}
     with make_client(dlc.server) as client:
@@ -515,7 +518,7 @@ def test_an_error_output_maps_to_livys_fields(dlc: FakeDlc, client: SessionsClie
         ("canceled", None, "cancelled", True),
         ("succeeded", {"Status": "ok", "Data": [{"Key": "text/plain", "Value": "1"}]}, "available", True),
         ("failed", {"Status": "error", "ErrorName": "E"}, "error", True),
-        ("queued", None, "queued", False),  # shown as it is; a wait's deadline still ends it
+        ("queued", None, "error", True),  # ended as an error naming the state: no wait hangs on it
     ],
 )
 def test_unknown_statement_states(

@@ -262,6 +262,26 @@ def test_the_create_fields_map_onto_the_spec(dlc: Dlc, manager: FakeManager) -> 
         ({**CREATE, "Name": "n" * 200}, "InvalidParameterValue", "1 to 128 characters"),
         ({**CREATE, "Bogus": 1}, "UnknownParameter", "unknown parameter 'Bogus'"),
         ({**CREATE, "IsInherit": 2}, "InvalidParameterValue", "IsInherit"),
+        *(
+            ({**CREATE, "Arguments": [{"Key": key, "Value": value}]}, "InvalidParameterValue", key)
+            for key in ("spark.dynamicAllocation.maxExecutors", "spark.dynamicAllocation.minExecutors")
+            for value in ("\u00b2", "\u0663", "9" * 5000, "-1", "two", "")
+        ),
+        (
+            {**CREATE, "Arguments": [{"Key": "spark.dynamicAllocation.maxExecutors", "Value": "0"}]},
+            "InvalidParameterValue",
+            "maxExecutors must be a whole number >= 1",
+        ),
+        (
+            {
+                **CREATE,
+                "ExecutorNumbers": 3,
+                "ExecutorMaxNumbers": 5,
+                "Arguments": [{"Key": "spark.dynamicAllocation.maxExecutors", "Value": "2"}],
+            },
+            "InvalidParameterValue",
+            "minExecutors (3) must not be more than spark.dynamicAllocation.maxExecutors (2)",
+        ),
     ],
 )
 def test_a_bad_create_request_creates_nothing(
@@ -269,6 +289,17 @@ def test_a_bad_create_request_creates_nothing(
 ) -> None:
     assert needle in dlc.error("CreateNotebookSession", params, code)
     assert manager.sessions == [] and "create" not in manager.calls.names
+
+
+@pytest.mark.parametrize("stored", ["\u00b2", "9" * 5000, "lots", ""])
+def test_a_session_with_an_odd_stored_max_executors_is_still_described(
+    dlc: Dlc, manager: FakeManager, stored: str
+) -> None:
+    # made on the Livy path, which passes conf through, or recorded before Arguments were checked
+    conf = {"spark.dynamicAllocation.maxExecutors": stored}
+    odd = manager.add_session(SessionSpec(kind="pyspark", name="odd", cluster_name="e", conf=conf))
+    info = dlc.call("DescribeNotebookSession", {"SessionId": odd.uuid})["Session"]
+    assert info["ExecutorMaxNumbers"] == info["ExecutorNumbers"]
 
 
 def test_creating_while_the_server_stops_fails(dlc: Dlc, manager: FakeManager) -> None:
@@ -401,6 +432,15 @@ def test_an_unknown_session_is_not_found(dlc: Dlc, session: ManagedSession, acti
     assert set(dlc.manager.calls.names) <= {"get"}
 
 
+@pytest.mark.parametrize("session_id", ["\u00b2", "\u0661", "9" * 5000])
+@pytest.mark.parametrize(("action", "extra"), SESSION_ACTIONS, ids=[a for a, _ in SESSION_ACTIONS])
+def test_a_session_id_of_odd_digits_is_not_found(
+    dlc: Dlc, session: ManagedSession, action: str, extra: dict, session_id: str
+) -> None:
+    message = dlc.error(action, {"SessionId": session_id, **extra}, "ResourceNotFound.SessionNotFound")
+    assert len(message) < 300 and session.state == "idle"
+
+
 @pytest.mark.parametrize(("action", "extra"), SESSION_ACTIONS, ids=[a for a, _ in SESSION_ACTIONS])
 def test_a_missing_session_id_is_refused(dlc: Dlc, session: ManagedSession, action: str, extra: dict) -> None:
     assert "SessionId is required" in dlc.error(action, extra, "MissingParameter")
@@ -522,16 +562,23 @@ def test_an_error_statement_shows_its_error(dlc: Dlc, session: ManagedSession, m
     )
 
 
-@pytest.mark.parametrize("statement_id", ["9", "x"])
-def test_an_unknown_statement_is_not_found(dlc: Dlc, session: ManagedSession, statement_id: str) -> None:
-    for action in ("DescribeNotebookSessionStatement", "CancelNotebookSessionStatement"):
-        dlc.error(action, {"SessionId": session.uuid, "StatementId": statement_id}, "ResourceNotFound")
+# One action per test, so that each request is the first its signature is seen with (test_dlc_replay.py).
+STATEMENT_ACTIONS = ("DescribeNotebookSessionStatement", "CancelNotebookSessionStatement")
+
+
+@pytest.mark.parametrize("action", STATEMENT_ACTIONS)
+@pytest.mark.parametrize("statement_id", ["9", "x", "\u00b2", "\u0660", "9" * 5000, "-1", " 0"])
+def test_an_unknown_statement_is_not_found(
+    dlc: Dlc, session: ManagedSession, action: str, statement_id: str
+) -> None:
+    message = dlc.error(action, {"SessionId": session.uuid, "StatementId": statement_id}, "ResourceNotFound")
+    assert len(message) < 400
     assert dlc.manager.cancelled == []
 
 
-def test_a_missing_statement_id_is_refused(dlc: Dlc, session: ManagedSession) -> None:
-    for action in ("DescribeNotebookSessionStatement", "CancelNotebookSessionStatement"):
-        assert "StatementId is required" in dlc.error(action, {"SessionId": session.uuid}, "MissingParameter")
+@pytest.mark.parametrize("action", STATEMENT_ACTIONS)
+def test_a_missing_statement_id_is_refused(dlc: Dlc, session: ManagedSession, action: str) -> None:
+    assert "StatementId is required" in dlc.error(action, {"SessionId": session.uuid}, "MissingParameter")
 
 
 def test_statements_and_cancel(dlc: Dlc, session: ManagedSession, manager: FakeManager) -> None:
@@ -590,6 +637,12 @@ def test_a_sql_result_is_paged_with_next_token(
         ({"TaskId": "{uuid}.0"}, "InvalidParameter.InvalidStatementKindType", "only SQL statements"),
         ({"TaskId": "{uuid}.9"}, "ResourceNotFound", "statement '9' does not exist"),
         ({"TaskId": "{uuid}.1", "NextToken": "abc"}, "InvalidParameterValue", "NextToken 'abc'"),
+        ({"TaskId": "{uuid}.1", "NextToken": "\u00b2"}, "InvalidParameterValue", "NextToken '\u00b2'"),
+        ({"TaskId": "{uuid}.1", "NextToken": "9" * 5000}, "InvalidParameterValue", "(5000 characters)"),
+        ({"TaskId": "{uuid}.1", "NextToken": "-1"}, "InvalidParameterValue", "NextToken '-1'"),
+        ({"TaskId": "{uuid}.\u00b2"}, "ResourceNotFound", "does not exist"),
+        ({"TaskId": "{uuid}.\u0661"}, "ResourceNotFound", "does not exist"),
+        ({"TaskId": "{uuid}." + "9" * 5000}, "ResourceNotFound", "(5037 characters)"),
         ({"TaskId": "{uuid}.1", "MaxResults": 5000}, "InvalidParameterValue", "between 0 and 1000"),
     ],
 )
@@ -599,6 +652,24 @@ def test_a_bad_sql_result_request_is_refused(
     sql_statement(manager, session)
     params = {k: v.format(uuid=session.uuid) if isinstance(v, str) else v for k, v in params.items()}
     assert needle in dlc.error("DescribeNotebookSessionStatementSqlResult", params, code)
+
+
+def test_max_results_0_is_the_default_page_and_paging_ends(
+    dlc: Dlc, session: ManagedSession, manager: FakeManager
+) -> None:
+    statement = sql_statement(manager, session, rows=2500)
+    task = f"{session.uuid}.{statement.id}"
+    tokens, rows, token = [], 0, None
+    while True:
+        params: dict = {"TaskId": task, "MaxResults": 0, **({"NextToken": token} if token else {})}
+        page = dlc.call("DescribeNotebookSessionStatementSqlResult", params)
+        rows += len(json.loads(page["ResultSet"]))
+        token = page["NextToken"]
+        if not token:
+            break
+        assert token not in tokens and len(tokens) < 5
+        tokens.append(token)
+    assert (rows, tokens) == (2500, ["1000", "2000"])
 
 
 def test_an_unfinished_or_failed_sql_statement_has_no_result(

@@ -180,3 +180,9 @@ def test_more_signed_headers_are_verified_as_tencents_guide_says() -> None:
         Authorization=auth,
         **{"X-TC-Action": "DeleteNotebookSession"},
     )
+
+
+@pytest.mark.parametrize("timestamp", ["\u00b2", "\u00b9\u00b3", "9" * 400, "9" * 5000, "-1", "1e9"])
+def test_a_timestamp_not_of_ascii_digits_is_refused_in_one_short_sentence(timestamp: str) -> None:
+    message = refused(sdk_request(PARAMS[0]), "AuthFailure.SignatureFailure", **{"X-TC-Timestamp": timestamp})
+    assert "X-TC-Timestamp" in message and len(message) < 300
