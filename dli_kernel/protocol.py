@@ -51,6 +51,20 @@ RESULTS_DIR = "results"  # Arrow results, `<statement id>.arrow`
 KEEP_RESULTS = 2  # per session: the newest, and the one before it for a client still reading it
 
 
+# -- Tencent Cloud DLC: what the dlc client dialect and the server's DLC action API must agree on ---------
+DLC_PATH = "/"  # every action is a POST here
+DLC_API_VERSION = "2021-01-25"  # X-TC-Version
+DLC_SIGN_ALGORITHM = "TC3-HMAC-SHA256"
+DLC_SERVICE = "dlc"  # the service in a TC3 credential scope
+DLC_UTC_OFFSET_HOURS = 8  # Tencent Cloud's times without a zone are Beijing's
+DLC_MAX_RESULTS = 1000  # most rows one DescribeNotebookSessionStatementSqlResult page holds
+DLC_REFUSED_KINDS = ("sparkr",)  # DLC has it; nothing here runs R
+# DLC's sizes, smallest first, in CUs; a size is the driver's or each executor's cores and memory.
+DLC_SIZES = {"small": 1, "medium": 2, "large": 4, "xlarge": 8}
+DLC_CU_CORES = 1
+DLC_CU_MEMORY_MB = 4096
+
+
 def job_group(msg_id: str) -> str:
     """The Spark job group of the statement sent as execute request ``msg_id``: the server knows the
     request's id, the driver tags the statement's jobs with it, so progress and cancel find them."""

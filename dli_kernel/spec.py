@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
-from dli_kernel.protocol import KIND_ALIASES, KINDS
+from dli_kernel.protocol import DLC_CU_CORES, DLC_CU_MEMORY_MB, DLC_SIZES, KIND_ALIASES, KINDS
 
 
 class SpecError(ValueError):
@@ -60,6 +60,18 @@ TIERS: dict[str, Resources] = {
 DEFAULT_TIER = "A"
 
 
+def smallest_dlc_size(cores: int, memory_mb: int) -> str | None:
+    """The smallest DLC size (``protocol.DLC_SIZES``) with ``cores`` and ``memory_mb``; None if none has."""
+    return next(
+        (
+            name
+            for name, cus in DLC_SIZES.items()
+            if cores <= cus * DLC_CU_CORES and memory_mb <= cus * DLC_CU_MEMORY_MB
+        ),
+        None,
+    )
+
+
 # -- scalar parsers ---------------------------------------------------------------------------------
 
 # Binary multiples throughout: the DLI doc treats "2 GB" and "2048 MB" as the same size, and so does Spark.
@@ -95,6 +107,24 @@ def format_memory(mb: int) -> str:
 def spark_memory(mb: int) -> str:
     """The Spark conf form: ``"7g"``, or ``"2500m"`` when not whole gigabytes."""
     return f"{mb // 1024}g" if mb % 1024 == 0 else f"{mb}m"
+
+
+MAX_DIGITS = 18  # every id and count here fits; more is nobody's id, and int() of it costs time
+_NUMBER = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
+
+
+def parse_number(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to MAX_DIGITS ASCII digits, else None.
+
+    Not ``str.isdigit()``: that holds for '²' and '٢', which int() refuses or reads as another number,
+    and for strings too long for int() to parse at all.
+    """
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` for a message: quoted, and cut short when a client sent something long."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def _parse_int(value: object, field: str, minimum: int, what: str) -> int:

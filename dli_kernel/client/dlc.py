@@ -1,9 +1,9 @@
 """The dlc dialect: Tencent Cloud DLC's notebook sessions, spoken as signed JSON actions.
 
-Every call is ``POST /`` with ``X-TC-Action``, ``X-TC-Version: 2021-01-25`` and ``X-TC-Region``, a
-PascalCase JSON body, and an answer ``{"Response": {..., "RequestId"}}``; an error is HTTP 200 with
-``Response.Error.{Code, Message}`` (``errors.dlc_error`` maps the codes). Field names and types follow the
-SDK's models (``tencentcloud/dlc/v20210125/models.py``). Signing is ``tc3.TencentTC3``'s.
+Every call is ``POST /`` with ``X-TC-Action``, ``X-TC-Version`` (``protocol.DLC_API_VERSION``) and
+``X-TC-Region``, a PascalCase JSON body, and an answer ``{"Response": {..., "RequestId"}}``; an error is
+HTTP 200 with ``Response.Error.{Code, Message}`` (``errors.dlc_error`` maps the codes). Field names and types
+follow the SDK's models (``tencentcloud/dlc/v20210125/models.py``). Signing is ``tc3.TencentTC3``'s.
 
 Sizes: DLC sizes a driver and each executor in CUs (1 CU = 1 core and 4 GB): small 1, medium 2, large 4,
 xlarge 8. A spec's driver and executor cores and memory (from its ``sc_type`` tier, or given) map to the
@@ -22,17 +22,22 @@ from dli_kernel.client.dialects import Call, Dialect, Send
 from dli_kernel.client.dlc_results import read_sql_result
 from dli_kernel.client.errors import BadRequest, ClientError, dlc_error
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo, normalize_state, settle_statement
-from dli_kernel.protocol import KINDS
-from dli_kernel.spec import SessionSpec, format_memory
+from dli_kernel.protocol import (
+    DLC_API_VERSION,
+    DLC_CU_CORES,
+    DLC_CU_MEMORY_MB,
+    DLC_PATH,
+    DLC_REFUSED_KINDS,
+    DLC_SIZES,
+    DLC_UTC_OFFSET_HOURS,
+    KINDS,
+)
+from dli_kernel.spec import SessionSpec, format_memory, parse_number, smallest_dlc_size
 
-API_VERSION = "2021-01-25"
 DEFAULT_URL = "https://dlc.tencentcloudapi.com"
-# DLC's sizes, smallest first: name -> (cores, memory in MB). 1 CU is 1 core and 4 GB.
+# DLC's sizes, smallest first: name -> (cores, memory in MB).
 SIZES: dict[str, tuple[int, int]] = {
-    "small": (1, 4 * 1024),
-    "medium": (2, 8 * 1024),
-    "large": (4, 16 * 1024),
-    "xlarge": (8, 32 * 1024),
+    name: (cus * DLC_CU_CORES, cus * DLC_CU_MEMORY_MB) for name, cus in DLC_SIZES.items()
 }
 # What a created session's SessionInfo takes from the request, since CreateNotebookSession does not echo it.
 CREATE_ECHO = (
@@ -46,14 +51,14 @@ LOG_PAGE = 1000  # log lines one request asks for when counting the log
 MAX_LOG_PAGES = 1000  # a log is counted up to a million lines
 MAX_LOG_COUNTS = 1000  # sessions whose log length is remembered
 LIST_FILTERS = ("state", "kind", "name", "keyword", "cluster_name", "owner", "from", "size", "sort", "asc")
-_CHINA = datetime.timezone(datetime.timedelta(hours=8))  # Tencent Cloud's times without a zone are Beijing's
+_CHINA = datetime.timezone(datetime.timedelta(hours=DLC_UTC_OFFSET_HOURS))
 
 
 def size_for(cores: int, memory_mb: int, what: str) -> str:
     """The smallest DLC size with ``cores`` and ``memory_mb``; BadRequest if even xlarge is too small."""
-    for name, (size_cores, size_mb) in SIZES.items():
-        if cores <= size_cores and memory_mb <= size_mb:
-            return name
+    name = smallest_dlc_size(cores, memory_mb)
+    if name is not None:
+        return name
     accepted = ", ".join(f"{name} ({c} cores, {format_memory(m)})" for name, (c, m) in SIZES.items())
     raise BadRequest(
         f"DLC has no {what} size with {cores} cores and {format_memory(memory_mb)}; "
@@ -65,8 +70,9 @@ def size_for(cores: int, memory_mb: int, what: str) -> str:
 def check_kind(kind: str) -> str:
     if kind in KINDS:
         return kind
-    if kind == "sparkr":
-        raise BadRequest("DLC's sparkr kind is not supported here; use pyspark, spark or sql.", 400)
+    if kind in DLC_REFUSED_KINDS:
+        accepted = f"{', '.join(KINDS[:-1])} or {KINDS[-1]}"
+        raise BadRequest(f"DLC's {kind} kind is not supported here; use {accepted}.", 400)
     raise BadRequest(f"kind must be one of {', '.join(KINDS)} (got {kind!r}).", 400)
 
 
@@ -134,7 +140,7 @@ def check_max_executors(conf: dict[str, str]) -> None:
     if value is None:
         return
     text = str(value)
-    if not (text.isascii() and text.isdigit() and len(text) <= MAX_EXECUTORS_DIGITS):
+    if parse_number(text) is None or len(text) > MAX_EXECUTORS_DIGITS:
         raise BadRequest(
             f"spark.dynamicAllocation.maxExecutors must be a whole number of at most "
             f"{MAX_EXECUTORS_DIGITS} digits 0-9 (got {text[:20]!r}).",
@@ -151,13 +157,14 @@ def _pairs(items: Any) -> dict[str, Any]:
 
 def epoch_ms(value: Any) -> int | None:
     """A DLC time (epoch seconds or ms, ISO 8601, or ``YYYY-MM-DD hh:mm:ss`` in Beijing time) in ms."""
+    text = value.strip() if isinstance(value, str) else ""
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, str) and value.strip():
+    elif (digits := parse_number(text)) is not None:
+        number = digits
+    elif text:
         try:
-            moment = datetime.datetime.fromisoformat(value.strip())
+            moment = datetime.datetime.fromisoformat(text)
         except ValueError:
             return None
         if moment.tzinfo is None:
@@ -220,9 +227,10 @@ def session_info(item: Any) -> SessionInfo:
 
 def statement_id(value: Any) -> int:
     text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
-    if not text.isdigit():
+    number = parse_number(text)
+    if number is None:
         raise ClientError(f"DLC answered a statement id that is not a number ({value!r}).")
-    return int(text)
+    return number
 
 
 def _data_value(mime: str, value: Any) -> Any:
@@ -280,7 +288,7 @@ def statement_info(item: Any) -> StatementInfo:
 
 @dataclass(frozen=True)
 class DlcDialect(Dialect):
-    """Tencent Cloud DLC's notebook-session actions (API version 2021-01-25) in ``region``."""
+    """Tencent Cloud DLC's notebook-session actions (API version ``DLC_API_VERSION``) in ``region``."""
 
     region: str
     name: str = "dlc"
@@ -296,8 +304,8 @@ class DlcDialect(Dialect):
     _log_counts: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def action(self, action: str, body: dict[str, Any], *, retry: bool = True) -> Call:
-        headers = {"X-TC-Action": action, "X-TC-Version": API_VERSION, "X-TC-Region": self.region}
-        return Call("POST", "/", json=body, headers=headers, retry=retry, label=action)
+        headers = {"X-TC-Action": action, "X-TC-Version": DLC_API_VERSION, "X-TC-Region": self.region}
+        return Call("POST", DLC_PATH, json=body, headers=headers, retry=retry, label=action)
 
     def unwrap(self, body: Any, what: str) -> Any:
         response = body.get("Response") if isinstance(body, dict) else None

@@ -22,8 +22,8 @@ from typing import Any
 
 from dli_kernel.client.errors import ClientError
 from dli_kernel.client.results import DataFrameResult, arrow_to_pandas
+from dli_kernel.protocol import DLC_MAX_RESULTS as PAGE_ROWS
 
-PAGE_ROWS = 1000  # DLC's MaxResults is 0..1000
 MAX_PAGES = 10_000  # ten million rows: a server that hands out new tokens forever still ends
 _INTS = {"tinyint": "int8", "smallint": "int16", "int": "int32", "integer": "int32", "bigint": "int64"}
 _STRINGS = ("string", "varchar", "char")

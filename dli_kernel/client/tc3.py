@@ -22,11 +22,12 @@ from requests import PreparedRequest
 from requests.auth import AuthBase
 
 from dli_kernel.client.errors import ClientError, ConfigError, MissingDependency
+from dli_kernel.protocol import DLC_PATH
+from dli_kernel.protocol import DLC_SERVICE as SERVICE
+from dli_kernel.protocol import DLC_SIGN_ALGORITHM as ALGORITHM
 
 __all__ = ["SERVICE", "TencentTC3", "require_sdk", "tencent_credential"]
 
-ALGORITHM = "TC3-HMAC-SHA256"
-SERVICE = "dlc"
 _INSTALL = "pip install 'dli-kernel[dlc]'"
 
 
@@ -130,9 +131,9 @@ class TencentTC3(AuthBase):
         content_type: str,
         body: bytes,
         timestamp: int,
-        path: str = "/",
+        path: str = DLC_PATH,
     ) -> str:
-        """The ``Authorization`` header for a request to ``path`` (the action API's is always ``/``)."""
+        """The ``Authorization`` header for a request to ``path`` (the action API's is always DLC_PATH)."""
         canonical_request = "\n".join(
             [
                 method.upper(),

@@ -15,9 +15,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Lifespan
 
+from dli_kernel.protocol import DLC_PATH
 from dli_kernel.server import endpoints
 from dli_kernel.server.auth import TokenAuth
-from dli_kernel.server.dlc_actions import DLC_PATH, DlcActions
+from dli_kernel.server.dlc_actions import DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
 from dli_kernel.server.manager import SessionManager

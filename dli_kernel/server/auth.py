@@ -8,7 +8,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dli_kernel.server.dlc_actions import DLC_PATH
+from dli_kernel.protocol import DLC_PATH
 
 REFUSED = (
     "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in the server's server.json)."

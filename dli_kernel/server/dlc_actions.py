@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from dli_kernel.protocol import DEFAULT_MAX_ROWS, SESSION_STATES
+from dli_kernel.protocol import DEFAULT_MAX_ROWS, DLC_API_VERSION, DLC_MAX_RESULTS, SESSION_STATES
 from dli_kernel.server import tc3
 from dli_kernel.server.dlc_params import (
     DlcError,
@@ -49,19 +49,14 @@ from dli_kernel.server.manager import (
     SessionManager,
     Statement,
     UnknownId,
-    parse_number,
-    shown,
 )
-from dli_kernel.spec import SpecError
+from dli_kernel.spec import SpecError, parse_number, shown
 
 log = logging.getLogger("dli_kernel.server")
 
-DLC_PATH = "/"
-DLC_VERSION = "2021-01-25"
 LOG_LIMIT = 200  # DescribeNotebookSessionLog's default: the newest 200 lines
 LIST_LIMIT = 10  # DescribeNotebookSessions' default page
 MAX_LIMIT = 1000
-SQL_MAX_RESULTS = 1000
 # DescribeNotebookSessions' Filters: DLC's own two, and the fields its console filters on.
 FILTERS = ("notebook-keyword", "engine-generation", "session-id", "session-name", "kind")
 GENERATIONS = ("native", "supersql")  # every session here runs on a standard (native) Spark engine
@@ -135,10 +130,11 @@ class DlcActions:
 
 
 def _handler(version: str | None, action: str | None) -> Callable[[Call], dict[str, Any]]:
-    if version != DLC_VERSION:
+    if version != DLC_API_VERSION:
         raise DlcError(
             "NoSuchVersion",
-            f"X-TC-Version must be {DLC_VERSION}, the DLC API version this server speaks (got {version!r}).",
+            f"X-TC-Version must be {DLC_API_VERSION}, the DLC API version this server speaks "
+            f"(got {version!r}).",
         )
     if not action or action not in ACTIONS:
         raise DlcError(
@@ -353,7 +349,7 @@ def statement_sql_result(call: Call) -> dict[str, Any]:
     # 0 is the SDK's "not set" for an int: the default page, never an empty page whose NextToken would be
     # the one given, which would page forever.
     limit = (
-        fields.integer("MaxResults", SQL_MAX_RESULTS, minimum=0, maximum=SQL_MAX_RESULTS) or SQL_MAX_RESULTS
+        fields.integer("MaxResults", DLC_MAX_RESULTS, minimum=0, maximum=DLC_MAX_RESULTS) or DLC_MAX_RESULTS
     )
     token = fields.string("NextToken") or "0"
     start = parse_number(token)

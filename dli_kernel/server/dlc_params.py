@@ -11,18 +11,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dli_kernel.server.manager import parse_number, shown
-from dli_kernel.spec import SessionSpec, SpecError, json_type, unknown_names
+from dli_kernel.protocol import DLC_CU_CORES, DLC_CU_MEMORY_MB, DLC_REFUSED_KINDS, DLC_SIZES, KINDS
+from dli_kernel.spec import (
+    SessionSpec,
+    SpecError,
+    json_type,
+    parse_number,
+    shown,
+    smallest_dlc_size,
+    unknown_names,
+)
 
-# DLC sizes in CUs (one CU: 1 core, 4 GB), as its API documents them: small 1 CU (the default), medium 2,
-# large 4, xlarge 8. A size is the driver's or each executor's cores and memory.
-CU_MEMORY_MB = 4 * 1024
-SIZES: dict[str, int] = {"small": 1, "medium": 2, "large": 4, "xlarge": 8}
-DEFAULT_SIZE = "small"
+DEFAULT_SIZE = "small"  # DLC's default DriverSize and ExecutorSize
+LARGEST_SIZE = max(DLC_SIZES, key=DLC_SIZES.__getitem__)
 DEFAULT_EXECUTORS = 1  # DLC's default ExecutorNumbers
 DEFAULT_TIMEOUT_S = 3600  # DLC's default TimeoutInSecond; here the session's heartbeat timeout
-SESSION_KINDS = ("pyspark", "spark", "sql")
-REFUSED_KINDS = ("sparkr",)  # DLC has it; this server runs no R
 DYNAMIC_ALLOCATION = "spark.dynamicAllocation.enabled"
 MIN_EXECUTORS = "spark.dynamicAllocation.minExecutors"
 MAX_EXECUTORS = "spark.dynamicAllocation.maxExecutors"
@@ -127,16 +130,16 @@ class Fields:
 
 def kind(value: str, field: str = "Kind") -> str:
     wanted = value.strip().lower()
-    if wanted in REFUSED_KINDS:
+    if wanted in DLC_REFUSED_KINDS:
         raise DlcError(
             "InvalidParameter.InvalidSessionKindType",
             f"{field} {value!r} is not supported by this server, which runs no R; use one of "
-            f"{', '.join(SESSION_KINDS)}.",
+            f"{', '.join(KINDS)}.",
         )
-    if wanted not in SESSION_KINDS:
+    if wanted not in KINDS:
         raise DlcError(
             "InvalidParameter.InvalidSessionKindType",
-            f"{field} must be one of {', '.join(SESSION_KINDS)} (got {value!r}).",
+            f"{field} must be one of {', '.join(KINDS)} (got {value!r}).",
         )
     return wanted
 
@@ -144,15 +147,14 @@ def kind(value: str, field: str = "Kind") -> str:
 def size(fields: Fields, name: str) -> int:
     """The CUs of DriverSize or ExecutorSize."""
     value = fields.string(name) or DEFAULT_SIZE
-    if value.strip().lower() not in SIZES:
-        raise invalid(f"{name} must be one of {', '.join(SIZES)} (got {value!r}).")
-    return SIZES[value.strip().lower()]
+    if value.strip().lower() not in DLC_SIZES:
+        raise invalid(f"{name} must be one of {', '.join(DLC_SIZES)} (got {value!r}).")
+    return DLC_SIZES[value.strip().lower()]
 
 
 def size_name(cores: int, memory_mb: int) -> str:
-    """The smallest DLC size that holds ``cores`` and ``memory_mb`` (xlarge for anything bigger)."""
-    needed = max(cores, -(-memory_mb // CU_MEMORY_MB))
-    return next((name for name, cus in SIZES.items() if cus >= needed), "xlarge")
+    """The smallest DLC size that holds ``cores`` and ``memory_mb`` (the largest for anything bigger)."""
+    return smallest_dlc_size(cores, memory_mb) or LARGEST_SIZE
 
 
 def key_values(fields: Fields, name: str) -> dict[str, str]:
@@ -221,10 +223,10 @@ def session_spec(body: dict[str, Any]) -> SessionSpec:
             kind=wanted_kind,
             name=fields.string("Name") or None,
             cluster_name=cluster,
-            driver_memory_mb=driver * CU_MEMORY_MB,
-            driver_cores=driver,
-            executor_memory_mb=executor * CU_MEMORY_MB,
-            executor_cores=executor,
+            driver_memory_mb=driver * DLC_CU_MEMORY_MB,
+            driver_cores=driver * DLC_CU_CORES,
+            executor_memory_mb=executor * DLC_CU_MEMORY_MB,
+            executor_cores=executor * DLC_CU_CORES,
             num_executors=executors,
             conf=conf,
             jars=tuple(fields.strings("ProgramDependentJars")),

@@ -9,17 +9,16 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dli_kernel.protocol import SQL_RESULT_MIME, STATEMENT_DONE
+from dli_kernel.protocol import DLC_UTC_OFFSET_HOURS, SESSION_STATES, SQL_RESULT_MIME, STATEMENT_DONE
 from dli_kernel.server.dlc_params import MAX_EXECUTORS, DlcError, TaskId, size_name
-from dli_kernel.server.manager import ManagedSession, Statement, parse_number
+from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.spec import parse_number
 
 # DLC's session states are ours but `recovering`: a session the server is reattaching to its driver after
 # a restart cannot run statements yet, which is what DLC's clients know as `starting`.
-DLC_STATES = (
-    "not_started", "starting", "idle", "busy", "shutting_down", "error", "dead", "killed", "success",
-)  # fmt: skip
 SHOWN_AS = {"recovering": "starting"}
-BEIJING = timezone(timedelta(hours=8))
+DLC_STATES = tuple(state for state in SESSION_STATES if state not in SHOWN_AS)
+BEIJING = timezone(timedelta(hours=DLC_UTC_OFFSET_HOURS))
 SESSION_TYPE = "independent"  # DLC: a session with its own resources, in no resource group
 # Spark's type names where DLC's Column.Type names them otherwise.
 COLUMN_TYPES = {

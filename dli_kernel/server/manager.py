@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
-import re
 import shutil
 import threading
 import time
@@ -32,7 +31,7 @@ from dli_kernel.server.settings import ServerSettings
 from dli_kernel.server.starter import Attach, DriverStarter, Launch
 from dli_kernel.server.states import RecordStore, SessionStates
 from dli_kernel.server.worker import SessionWorker
-from dli_kernel.spec import SessionSpec, normalize_kind
+from dli_kernel.spec import SessionSpec, normalize_kind, parse_number, shown
 
 __all__ = [
     "Invalid",
@@ -51,24 +50,6 @@ SCALA_COMPLETION_TIMEOUT = 60.0  # an idle session's first Scala completion star
 COMPLETION_TIMEOUT = 2.0
 THREAD_JOIN = 5.0
 STOP_JOIN = 30.0
-
-
-MAX_DIGITS = 18  # every id and count here fits; more is nobody's id, and int() of it costs time
-_NUMBER = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
-
-
-def parse_number(text: str) -> int | None:
-    """``text`` as a non-negative integer if it is 1 to MAX_DIGITS ASCII digits, else None.
-
-    Not ``str.isdigit()``: that holds for '²' and '٢', which int() refuses or reads as another number,
-    and for strings too long for int() to parse at all.
-    """
-    return int(text) if _NUMBER.fullmatch(text) else None
-
-
-def shown(value: str, limit: int = 80) -> str:
-    """``value`` for a message: quoted, and cut short when a client sent something long."""
-    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 class ManagerError(Exception):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, MAX_WAIT
-from dli_kernel.server.manager import Invalid, parse_number
-from dli_kernel.spec import unknown_names
+from dli_kernel.server.manager import Invalid
+from dli_kernel.spec import parse_number, unknown_names
 
 STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
 

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dli_kernel.server.manager import parse_number, shown
+from dli_kernel.protocol import DLC_SERVICE as SERVICE
+from dli_kernel.protocol import DLC_SIGN_ALGORITHM as ALGORITHM
+from dli_kernel.spec import parse_number, shown
 
-ALGORITHM = "TC3-HMAC-SHA256"
-SERVICE = "dlc"
 TERMINATOR = "tc3_request"
 MAX_SKEW = 300  # seconds a request's X-TC-Timestamp may be from the server's clock, as Tencent allows
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"

@@ -22,9 +22,8 @@ from dli_kernel.server.manager import (
     Statement,
     UnknownId,
     WrongState,
-    parse_number,
 )
-from dli_kernel.spec import SessionSpec, normalize_kind
+from dli_kernel.spec import SessionSpec, normalize_kind, parse_number
 
 LOG_LINES = 25
 

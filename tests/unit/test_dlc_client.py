@@ -34,7 +34,7 @@ from dli_kernel.client import (
     SessionsClient,
     Unauthorized,
 )
-from dli_kernel.client.dlc import DEFAULT_URL, SIZES, DlcDialect, create_body, epoch_ms
+from dli_kernel.client.dlc import DEFAULT_URL, SIZES, DlcDialect, create_body, epoch_ms, statement_id
 from dli_kernel.client.tc3 import TencentTC3, tencent_credential
 from dli_kernel.spec import SessionSpec
 
@@ -755,6 +755,18 @@ def test_epoch_ms_reads_dlcs_time_forms() -> None:
     assert epoch_ms("2024-05-01 16:00:00") == 1714550400000  # Beijing time
     assert epoch_ms("2024-05-01T08:00:00+00:00") == 1714550400000
     assert epoch_ms("") is None and epoch_ms("soon") is None
+
+
+@pytest.mark.parametrize("text", ["²", "٢", "1²", "9" * 40, "-1"])
+def test_epoch_ms_is_none_for_what_is_not_ascii_digits_or_a_date(text: str) -> None:
+    assert epoch_ms(text) is None  # never int()'s ValueError, nor a 40-digit "time"
+
+
+@pytest.mark.parametrize("value", ["²", "٢", "1²", "9" * 40, -1, True])
+def test_a_statement_id_of_unicode_digits_is_a_client_error(value: Any) -> None:
+    assert statement_id(" 7 ") == statement_id(7) == 7
+    with pytest.raises(ClientError, match=r"statement id that is not a number"):
+        statement_id(value)
 
 
 def test_the_size_table_is_one_cu_per_core_and_four_gb() -> None:

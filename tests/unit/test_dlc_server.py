@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from dli_kernel.protocol import DLC_CU_MEMORY_MB as CU_MEMORY_MB
 from dli_kernel.protocol import SQL_RESULT_MIME
 from dli_kernel.server.app import create_app
 from dli_kernel.server.dlc_actions import ACTIONS
-from dli_kernel.server.dlc_params import CU_MEMORY_MB
 from dli_kernel.server.manager import ManagedSession, Statement
 from dli_kernel.spec import SessionSpec
 from tests.unit.fake_manager import FakeManager

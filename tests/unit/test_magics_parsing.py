@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from types import SimpleNamespace
 
 import pytest
 from IPython.core.error import UsageError
 
 from dli_kernel.kernel.kernel import SparkKernel
-from dli_kernel.kernel.magics import RemoteError, remote_error
+from dli_kernel.kernel.magics import RemoteError, args, remote_error
 from dli_kernel.kernel.magics.session import session_parser
 from dli_kernel.kernel.magics.sql import leading_options, sql_options
 from dli_kernel.kernel.sql_text import split_sql
@@ -113,3 +114,12 @@ def test_cells_go_to_the_session_unless_they_start_with_a_magic(kind: str, cell:
     known = {("cell", "sql"), ("line", "session"), ("cell", "local")}
     shell = SimpleNamespace(find_magic=lambda name, where: (where, name) in known)
     assert SparkKernel.cell_code(SimpleNamespace(kind=kind, shell=shell), cell) == runs
+
+
+@pytest.mark.parametrize("value", ["²", "٢", "1²", "9" * 5000, "-1", "1.5", ""])
+def test_counts_accept_ascii_digits_only(value: str) -> None:
+    # str.isdigit() is true for "²" and "٢", which int() then refuses: a bare ValueError, not a sentence
+    for read in (args.positive, args.non_negative):
+        with pytest.raises(argparse.ArgumentTypeError, match="got"):
+            read(value)
+    assert args.positive("12") == 12 and args.non_negative("0") == 0

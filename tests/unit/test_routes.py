@@ -18,9 +18,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from dli_kernel import __version__
-from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, EXT_ARROW, EXT_WAIT, MAX_WAIT
+from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, DLC_PATH, EXT_ARROW, EXT_WAIT, MAX_WAIT
 from dli_kernel.server.app import create_app
-from dli_kernel.server.dlc_actions import DLC_PATH
 from dli_kernel.server.manager import ManagedSession, SessionManager
 from dli_kernel.server.views import LOG_LINES_IN_SESSION
 from dli_kernel.spec import SessionSpec

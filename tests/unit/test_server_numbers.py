@@ -11,8 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from dli_kernel.server.app import create_app
-from dli_kernel.server.manager import SessionManager, UnknownId, parse_number
-from dli_kernel.spec import SessionSpec
+from dli_kernel.server.manager import SessionManager, UnknownId
+from dli_kernel.spec import SessionSpec, parse_number
 from tests.unit.manager_fakes import FakeLauncher, make_manager, wait_state
 
 TOKEN = "numbers-token"

@@ -20,6 +20,7 @@ from dli_kernel.spec import (
     parse_duration,
     parse_memory,
     parse_positive_int,
+    smallest_dlc_size,
     spark_memory,
 )
 
@@ -934,3 +935,32 @@ def test_livy_body_round_trip_from_the_wire():
 def test_repr_leaves_conf_values_out() -> None:
     spec = SessionSpec(conf={"spark.hadoop.fs.s3a.secret.key": "s3cr3t-value"})
     assert "s3cr3t-value" not in repr(spec) and spec.conf["spark.hadoop.fs.s3a.secret.key"] == "s3cr3t-value"
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_mb", "size"),
+    [
+        (1, 1, "small"),
+        (1, 4096, "small"),
+        (1, 4097, "medium"),
+        (2, 1024, "medium"),
+        (3, 1024, "large"),
+        (4, 16 * 1024, "large"),
+        (8, 32 * 1024, "xlarge"),
+        (9, 1024, None),
+        (1, 32 * 1024 + 1, None),
+    ],
+)
+def test_the_smallest_dlc_size_holds_cores_and_memory(cores: int, memory_mb: int, size: str | None) -> None:
+    assert smallest_dlc_size(cores, memory_mb) == size
+
+
+def test_each_tier_has_a_dlc_size() -> None:
+    sizes = {
+        name: (
+            smallest_dlc_size(tier.driver_cores, tier.driver_memory_mb),
+            smallest_dlc_size(tier.executor_cores, tier.executor_memory_mb),
+        )
+        for name, tier in TIERS.items()
+    }
+    assert sizes == {"A": ("medium", "small"), "B": ("medium", "medium"), "C": ("large", "medium")}

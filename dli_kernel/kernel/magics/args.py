@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from IPython.core.error import UsageError
 
-from dli_kernel.spec import SpecError, parse_memory
+from dli_kernel.spec import SpecError, parse_memory, parse_number
 
 
 class HelpShown(Exception):
@@ -61,15 +61,17 @@ def memory(value: str) -> int:
 
 
 def positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    number = parse_number(value)
+    if number is None or number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer (got {value!r})")
-    return int(value)
+    return number
 
 
 def non_negative(value: str) -> int:
-    if not value.isdigit():
+    number = parse_number(value)
+    if number is None:
         raise argparse.ArgumentTypeError(f"must be a whole number of seconds, 0 or more (got {value!r})")
-    return int(value)
+    return number
 
 
 def conf(value: str) -> tuple[str, str]:
