@@ -104,7 +104,7 @@ class DlcActions:
         raw = await request.body()
         now = time.time()
         try:
-            secret_id = tc3.verify(
+            auth = tc3.verify(
                 self._secret_key,
                 request.method,
                 request.url.path,
@@ -114,10 +114,10 @@ class DlcActions:
                 now,
             )
             action = request.headers.get("x-tc-action")
-            signature = tc3.parse_authorization(request.headers.get("authorization")).signature
-            self._replays.check(signature, action or "", now)
+            self._replays.check(auth.signature, action or "", now)
             handler = _handler(request.headers.get("x-tc-version"), action)
-            call = Call(request.app.state.manager, request.app.state.base_url, secret_id, parse_body(raw))
+            state = request.app.state
+            call = Call(state.manager, state.base_url, auth.secret_id, parse_body(raw))
             return _answer(request_id, await run_in_threadpool(_run, handler, call))
         except (tc3.SignatureError, DlcError) as err:
             return _error(request_id, err.code, str(err))

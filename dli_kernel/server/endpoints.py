@@ -126,21 +126,23 @@ async def create_session(request: Request, family: Family) -> JSONResponse:
     return JSONResponse(body, status_code=201, headers={"Location": location})
 
 
-async def get_session(request: Request, family: Family) -> JSONResponse:
+async def _session_after_wait(request: Request) -> ManagedSession:
+    """The path's session, once its state changed or ``?wait=`` ran out (at once without one)."""
     manager = _manager(request)
     session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
     wait = wait_param(request.query_params)
     if wait and not session.ended:
         await hold(request.app, manager, session, None, session.state, wait)
+    return session
+
+
+async def get_session(request: Request, family: Family) -> JSONResponse:
+    session = await _session_after_wait(request)
     return JSONResponse(await run_in_threadpool(family.render, session, _base_url(request)))
 
 
 async def session_state(request: Request, family: Family) -> JSONResponse:
-    manager = _manager(request)
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
-    wait = wait_param(request.query_params)
-    if wait and not session.ended:
-        await hold(request.app, manager, session, None, session.state, wait)
+    session = await _session_after_wait(request)
     return JSONResponse({"id": family.public_id(session), "state": session.state})
 
 

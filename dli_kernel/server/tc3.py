@@ -140,8 +140,9 @@ def verify(
     headers: Mapping[str, str],
     payload: bytes,
     now: float,
-) -> str:
-    """The SecretId of a correctly signed, fresh request; SignatureError otherwise.
+) -> Authorization:
+    """The Authorization of a correctly signed, fresh request (its SecretId and signature);
+    SignatureError otherwise.
 
     ``headers`` must look names up case-insensitively (Starlette's Headers do).
     """
@@ -197,7 +198,7 @@ def verify(
             "the signature does not match: sign the request with the server token as the SecretKey "
             "(it is in the server's server.json).",
         )
-    return auth.secret_id
+    return auth
 
 
 class ReplayGuard:

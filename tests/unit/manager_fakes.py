@@ -220,6 +220,13 @@ class RecordingStore(Store):
         return seen
 
 
+def state_history(manager: SessionManager, session_id: int) -> list[str]:
+    """The states a session of ``manager`` (made with a RecordingStore) went through, in order."""
+    store = manager._store
+    assert isinstance(store, RecordingStore)
+    return store.states(session_id)
+
+
 def make_manager(
     tmp_path: Path,
     launcher: FakeLauncher,

@@ -12,7 +12,14 @@ import pytest
 from dli_kernel.server.driver_process import DriverError
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.spec import SessionSpec
-from tests.unit.manager_fakes import POLL, WAIT, FakeLauncher, RecordingStore, make_manager, wait_state
+from tests.unit.manager_fakes import (
+    POLL,
+    WAIT,
+    FakeLauncher,
+    make_manager,
+    state_history,
+    wait_state,
+)
 
 
 @pytest.fixture
@@ -53,12 +60,6 @@ def pool_has(manager: SessionManager, **counts: int) -> None:
         time.sleep(POLL)
 
 
-def states(manager: SessionManager, session_id: int) -> list[str]:
-    store = manager._store
-    assert isinstance(store, RecordingStore)
-    return store.states(session_id)
-
-
 def test_a_session_takes_a_ready_pooled_driver_at_once(
     manager: SessionManager, launcher: FakeLauncher
 ) -> None:
@@ -67,7 +68,7 @@ def test_a_session_takes_a_ready_pooled_driver_at_once(
     session = manager.create(SessionSpec(kind="sql"))
     assert session.state == "idle"  # ready when the create request returns
     assert session.driver is pooled and pooled.workdir == session.workdir
-    assert states(manager, session.id) == ["not_started", "idle"]
+    assert state_history(manager, session.id) == ["not_started", "idle"]
     assert "took a driver from the warm pool" in session.log_path.read_text()
     statement = manager.submit(session, "select 1", None, 5)
     pooled.next_run().finish()
@@ -109,5 +110,5 @@ def test_a_session_with_its_own_spec_does_not_take_a_pooled_driver(
     session = manager.create(SessionSpec(kind="pyspark", conf={"spark.sql.shuffle.partitions": "3"}))
     wait_state(manager, session, "idle")
     assert session.driver is not launcher.drivers[0]
-    assert states(manager, session.id) == ["not_started", "starting", "idle"]
+    assert state_history(manager, session.id) == ["not_started", "starting", "idle"]
     pool_has(manager, ready=1)

@@ -14,7 +14,14 @@ from dli_kernel.server.driver_process import DriverDied, DriverError, ExecutionR
 from dli_kernel.server.manager import SessionManager, UnknownId, WrongState
 from dli_kernel.server.spark_conf import spark_settings
 from dli_kernel.spec import SessionSpec
-from tests.unit.manager_fakes import WAIT, FakeLauncher, RecordingStore, make_manager, wait_state, wait_until
+from tests.unit.manager_fakes import (
+    WAIT,
+    FakeLauncher,
+    make_manager,
+    state_history,
+    wait_state,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -29,12 +36,6 @@ def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
         yield manager
     finally:
         manager.close()
-
-
-def history(manager: SessionManager, session_id: int) -> list[str]:
-    store = manager._store
-    assert isinstance(store, RecordingStore)
-    return store.states(session_id)
 
 
 def log_text(session) -> str:
@@ -54,7 +55,7 @@ def test_create_starts_a_driver_and_the_session_becomes_idle(
     wait_until(manager, session, lambda: session.driver is driver, what="the driver handed to the session")
     launcher.boot_gate.set()
     wait_state(manager, session, "idle")
-    assert history(manager, session.id) == ["not_started", "starting", "idle"]
+    assert state_history(manager, session.id) == ["not_started", "starting", "idle"]
     assert session.app_id == driver.app_id
     assert session.ui_url == "http://127.0.0.1:4040"
     # Spark was started with the session's own settings, its name as the application's.
@@ -81,7 +82,7 @@ def test_a_statement_makes_the_session_busy_then_idle(
     assert statement.state == "available"
     assert statement.output == {"status": "ok", "execution_count": 0, "data": {"text/plain": "2"}}
     assert statement.progress == 1.0
-    assert history(manager, session.id) == ["not_started", "starting", "idle", "busy", "idle"]
+    assert state_history(manager, session.id) == ["not_started", "starting", "idle", "busy", "idle"]
 
 
 def test_statements_run_in_order_and_sql_goes_through_the_runner(
@@ -182,7 +183,7 @@ def test_delete_during_start_stops_the_driver(manager: SessionManager, launcher:
     assert driver.stopped.is_set()
     assert queued.state == "cancelled"
     assert queued.output["ename"] == "SessionEnded"
-    assert history(manager, session.id)[-2:] == ["shutting_down", "killed"]
+    assert state_history(manager, session.id)[-2:] == ["shutting_down", "killed"]
     with pytest.raises(UnknownId, match="has already ended"):
         manager.delete(session)
     with pytest.raises(WrongState, match="cannot run statements"):

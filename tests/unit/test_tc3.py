@@ -42,7 +42,8 @@ def body(request: RequestInternal) -> bytes:
 
 def verify(request: RequestInternal, now: float | None = None, key: str = KEY, **changed: str) -> str:
     headers = Headers({**request.header, **changed})
-    return tc3.verify(key, "POST", "/", "", headers, body(request), time.time() if now is None else now)
+    now = time.time() if now is None else now
+    return tc3.verify(key, "POST", "/", "", headers, body(request), now).secret_id
 
 
 PARAMS = [
