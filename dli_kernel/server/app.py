@@ -8,6 +8,7 @@ signed actions (``POST /``, ``dlc_actions``) serve the same registry too.
 from __future__ import annotations
 
 import functools
+import getpass
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from dli_kernel.server.dlc_actions import DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
 from dli_kernel.server.manager import SessionManager
+from dli_kernel.server.users import SingleToken, Users
 
 
 def session_routes(family: Family) -> list[Route]:
@@ -50,9 +52,15 @@ def session_routes(family: Family) -> list[Route]:
 
 
 def create_app(
-    manager: SessionManager, token: str, base_url: str, lifespan: Lifespan[Starlette] | None = None
+    manager: SessionManager,
+    token: str,
+    base_url: str,
+    lifespan: Lifespan[Starlette] | None = None,
+    users: Users | None = None,
 ) -> Starlette:
-    """The ASGI app; the caller owns the manager's start and close (``lifespan`` is where to do them)."""
+    """The ASGI app; the caller owns the manager's start and close (``lifespan`` is where to do them).
+
+    ``users`` says who may use it; without it, ``token`` opens everything as the server's OS user."""
     app = Starlette(
         routes=[
             Route("/version", endpoints.version, methods=["GET"]),
@@ -66,5 +74,5 @@ def create_app(
     )
     app.state.manager = manager
     app.state.base_url = base_url
-    app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(TokenAuth, users=users or SingleToken(token, getpass.getuser()))
     return app

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dli_kernel.protocol import DLC_PATH
+from dli_kernel.server.principal import Principal
+from dli_kernel.server.users import Users
 
 REFUSED = (
     "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in the server's server.json)."
@@ -23,26 +23,30 @@ class TokenAuth:
     which their endpoint verifies, and answer a bad one in DLC's own error shape.
     """
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, users: Users) -> None:
         self.app = app
-        self._token = token.encode()
+        self._users = users
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._dlc_action(scope) and not self._authorized(scope):
-            response = JSONResponse({"msg": REFUSED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http" and not self._dlc_action(scope):
+            principal = self._principal(scope)
+            if principal is None:
+                response = JSONResponse(
+                    {"msg": REFUSED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send)
+                return
+            scope["user"] = principal  # what Starlette's request.user reads
         await self.app(scope, receive, send)
 
     @staticmethod
     def _dlc_action(scope: Scope) -> bool:
         return scope["method"] == "POST" and scope["path"] == DLC_PATH
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _principal(self, scope: Scope) -> Principal | None:
         headers = Headers(scope=scope)
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         offered = credentials.strip() if scheme.lower() == "bearer" else ""
         if not offered and scope["path"].startswith(DLI_PATHS):
             offered = headers.get("x-auth-token", "")
-        # Constant time: how long a refusal takes says nothing about how much of the token was right.
-        return bool(offered) and hmac.compare_digest(offered.encode(), self._token)
+        return self._users.bearer(offered) if offered else None
