@@ -21,3 +21,12 @@ class ServerSettings:
     pool_size: int = 0  # drivers started ahead for sessions with the default spec
     pool_refill_delay: float = REFILL_DELAY
     reap_every: float = 1.0  # seconds between the reaper's checks of timeouts and drivers
+    # The address executors reach the driver at: loopback for local masters and a cluster on this machine;
+    # an edge node's address when the cluster's workers are elsewhere.
+    driver_host: str = "127.0.0.1"
+    # Limits of a shared server; None: no limit.
+    max_sessions_per_user: int | None = None  # live sessions of one user (a users file may say otherwise)
+    max_starting: int | None = None  # sessions starting at once, server-wide; more are refused, not queued
+    max_driver_memory_mb: int | None = None  # total driver memory of the live sessions
+    max_body: int = 64 * 1024  # bytes of a request body
+    max_statement_body: int = 10 * 1024 * 1024  # bytes of a statement's (or a DLC action's) body

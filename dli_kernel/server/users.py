@@ -17,6 +17,11 @@ class Users(Protocol):
         """The user whose token this is, or None."""
         ...
 
+    def dlc_key(self, secret_id: str) -> tuple[str, Principal] | None:
+        """The SecretKey that a DLC request signed with this SecretId must be signed with, and who signs
+        with it; None for a SecretId nobody has."""
+        ...
+
 
 class SingleToken:
     """The one-person server: its token opens everything, as the server's OS user, an admin."""
@@ -27,6 +32,11 @@ class SingleToken:
 
     def __repr__(self) -> str:
         return f"SingleToken(owner={self._principal.name!r})"
+
+    def dlc_key(self, secret_id: str) -> tuple[str, Principal] | None:
+        # One person's server: the token is the SecretKey, and the SecretId names who signs (the kernel
+        # sends the OS user's name), so that DLC's creator field says who made a session.
+        return self._token.decode(), Principal(secret_id, admin=True)
 
     def bearer(self, token: str) -> Principal | None:
         # Constant time: how long a refusal takes says nothing about how much of the token was right.
