@@ -32,6 +32,9 @@ Tencent Cloud DLC (``"dialect": "dlc"``): ``region`` (``DLI_KERNEL_REGION``) is 
 SDK's profile file ``~/.tencentcloud/credentials``. The dlc dialect with no URL is the embedded server spoken
 to through DLC's actions, signed with the server's token as the SecretKey.
 
+An ``https://`` server's certificate is always verified: against ``ca_bundle`` (``DLI_KERNEL_CA_BUNDLE``),
+the CA file that signed it, where one is set; else against the system's CAs.
+
 Every problem raises :class:`~dli_kernel.client.errors.ConfigError` with one sentence naming the file or
 variable and what is accepted; no message ever holds a secret's value.
 """
@@ -40,21 +43,30 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_config_dir
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from dli_kernel.client.auth import BearerToken, HuaweiAkSk, IamToken
+from dli_kernel.client.checks import (
+    check_basic,
+    check_ca_bundle,
+    check_choice,
+    check_headers,
+    check_project_id,
+    check_region,
+    check_secret,
+    check_url,
+)
 from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
 from dli_kernel.client.tc3 import TencentTC3, tencent_credential
+from dli_kernel.protocol import CA_BUNDLE_ENV
 from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
@@ -89,6 +101,7 @@ FILE_KEYS = (
     "secret_key",
     "session_token",
     "headers",
+    "ca_bundle",
     "session",
 )
 # Setting -> the variables that give it, strongest first.
@@ -105,6 +118,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "secret_id": ("TENCENTCLOUD_SECRET_ID",),
     "secret_key": ("TENCENTCLOUD_SECRET_KEY",),
     "session_token": ("TENCENTCLOUD_SESSION_TOKEN",),
+    "ca_bundle": (CA_BUNDLE_ENV,),
 }
 # Session defaults the environment may override: spec attribute -> variable.
 SESSION_ENV_VARS: dict[str, str] = {
@@ -112,10 +126,6 @@ SESSION_ENV_VARS: dict[str, str] = {
     "cluster_name": "DLI_KERNEL_CLUSTER",
     "sc_type": "DLI_KERNEL_SC_TYPE",
 }
-
-_PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_REGION = re.compile(r"[a-z][a-z0-9-]*")
-
 
 # -- the results ------------------------------------------------------------------------------------
 
@@ -131,6 +141,7 @@ class Endpoint:
     auth: AuthBase | None = None
     headers: dict[str, str] = field(default_factory=dict, hash=False)
     embedded: bool = False  # the user's embedded server
+    ca_bundle: str | None = None  # the CA file https:// certificates are verified with; None: the system's
 
     def __post_init__(self) -> None:
         if self.dialect not in DIALECTS:
@@ -143,14 +154,15 @@ class Endpoint:
         return (
             f"Endpoint(url={shown_url(self.url)!r}, dialect={self.dialect!r}, "
             f"project_id={self.project_id!r}, region={self.region!r}, auth={self.auth!r}, "
-            f"headers={headers!r}, "
-            f"embedded={self.embedded!r})"
+            f"headers={headers!r}, embedded={self.embedded!r}, ca_bundle={self.ca_bundle!r})"
         )
 
     __str__ = __repr__
 
     def client(self, **kwargs: Any) -> SessionsClient:
         """A new :class:`SessionsClient` for this endpoint; ``kwargs`` go to its constructor (timeout...)."""
+        # Certificates are always verified: with the CA configured, else with the system's.
+        kwargs.setdefault("verify", self.ca_bundle or True)
         return SessionsClient(
             self.url,
             self.dialect,
@@ -169,6 +181,7 @@ class Settings:
     source: str  # which file and variables the values came from (names only, never values)
     embedded_dialect: str = "local"  # how to speak to the embedded server: "local", or "dlc" (DLC's actions)
     region: str | None = None  # DLC's region, where one is configured
+    ca_bundle: str | None = None  # the configured CA file, for the embedded server's endpoint too
 
 
 class _BasicAuth(HTTPBasicAuth):
@@ -266,82 +279,6 @@ class _Sources:
         return "; ".join(parts) + " over built-in defaults"
 
 
-# -- checks: each names where the value came from; a secret's value is never shown -------------------
-
-
-def _check_choice(value: object, where: str, choices: tuple[str, ...]) -> str:
-    choice = value.strip().lower() if isinstance(value, str) else None
-    if choice in choices:
-        return choice
-    raise ConfigError(f"{where} must be one of {', '.join(choices)} (got {value!r}).")
-
-
-def _check_url(value: object, where: str) -> str:
-    url = value.strip().rstrip("/") if isinstance(value, str) else ""
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-        valid = valid and not parts.query and not parts.fragment
-    except ValueError:  # a bad port or IPv6 literal
-        valid = False
-    if valid:
-        return url
-    got = repr(shown_url(value)) if isinstance(value, str) else json_type(value)
-    raise ConfigError(
-        f"{where} must be an http:// or https:// URL without a query, such as http://livy.example.com:8998 "
-        f"(got {got})."
-    )
-
-
-def _check_project_id(value: object, where: str) -> str:
-    if isinstance(value, str) and _PROJECT_ID.fullmatch(value):
-        return value
-    raise ConfigError(
-        f"{where} must be a project id made of letters, digits, '.', '_' and '-' (got {value!r})."
-    )
-
-
-def _check_region(value: object, where: str) -> str:
-    if isinstance(value, str) and _REGION.fullmatch(value.strip()):
-        return value.strip()
-    raise ConfigError(f"{where} must be a region such as ap-guangzhou (got {value!r}).")
-
-
-def _check_secret(value: object, where: str) -> str:
-    """A token or key that goes into a header as it is: printable ASCII without spaces."""
-    if isinstance(value, str) and value and value.isascii() and value.isprintable() and " " not in value:
-        return value
-    raise ConfigError(
-        f"{where} must be a non-empty string of printable ASCII characters without spaces "
-        "(its value is not shown)."
-    )
-
-
-def _check_basic(value: object, where: str, secret: bool) -> str:
-    """A Basic auth user name or password: requests sends it as Latin-1, so it must be Latin-1."""
-    try:
-        if isinstance(value, str) and value and value.encode("latin-1"):
-            return value
-    except UnicodeEncodeError:
-        pass
-    shown = "its value is not shown" if secret else f"got {value!r}"
-    raise ConfigError(
-        f"{where} must be a non-empty string of Latin-1 characters, as HTTP Basic auth sends them ({shown})."
-    )
-
-
-def _check_headers(value: object, where: str) -> dict[str, str]:
-    if isinstance(value, dict) and all(
-        isinstance(name, str) and name.strip() and isinstance(text, str) for name, text in value.items()
-    ):
-        return dict(value)
-    # Values are not shown: custom headers often carry API keys.
-    raise ConfigError(
-        f'{where} must be an object mapping header names to string values, such as {{"X-Requested-By": '
-        f'"me"}} (values are not shown).'
-    )
-
-
 # -- the endpoint -----------------------------------------------------------------------------------
 
 
@@ -353,16 +290,16 @@ def _required(src: _Sources, key: str, why: str) -> tuple[Any, str]:
 
 
 def _aksk(src: _Sources, why: str, project_id: str | None) -> HuaweiAkSk:
-    ak = _check_secret(*_required(src, "ak", why))
-    sk = _check_secret(*_required(src, "sk", why))
+    ak = check_secret(*_required(src, "ak", why))
+    sk = check_secret(*_required(src, "sk", why))
     token = src.get("security_token")
-    security_token = None if token is None else _check_secret(*token)
+    security_token = None if token is None else check_secret(*token)
     return HuaweiAkSk(ak, sk, project_id, security_token)
 
 
 def _basic(src: _Sources, why: str) -> HTTPBasicAuth:
-    username = _check_basic(*_required(src, "username", why), secret=False)
-    password = _check_basic(*_required(src, "password", why), secret=True)
+    username = check_basic(*_required(src, "username", why), secret=False)
+    password = check_basic(*_required(src, "password", why), secret=True)
     return _BasicAuth(username, password)
 
 
@@ -379,8 +316,8 @@ def _tc3(src: _Sources, why: str, required: bool = True) -> TencentTC3 | None:
     secret_id = _required(src, "secret_id", why)
     secret_key = _required(src, "secret_key", why)
     token = src.get("session_token")
-    session_token = None if token is None else _check_secret(*token)
-    credential = tencent_credential(_check_secret(*secret_id), _check_secret(*secret_key), session_token)
+    session_token = None if token is None else check_secret(*token)
+    credential = tencent_credential(check_secret(*secret_id), check_secret(*secret_key), session_token)
     return TencentTC3(credential)
 
 
@@ -400,10 +337,10 @@ def _profile_credential() -> object | None:
 def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | None:
     explicit = src.get("auth")
     if explicit is not None:
-        scheme = _check_choice(*explicit, AUTH_SCHEMES)
+        scheme = check_choice(*explicit, AUTH_SCHEMES)
         why = f"auth {scheme!r} in {src.path}"
         if scheme in ("bearer", "iam"):
-            secret = _check_secret(*_required(src, "token", why))
+            secret = check_secret(*_required(src, "token", why))
             return BearerToken(secret) if scheme == "bearer" else IamToken(secret)
         if scheme == "basic":
             return _basic(src, why)
@@ -422,7 +359,7 @@ def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | Non
             return _aksk(src, "AK/SK signing (one of the keys is set)", project_id)
     token = src.get("token")
     if token is not None:
-        value = _check_secret(*token)
+        value = check_secret(*token)
         return IamToken(value) if dialect == "dli" else BearerToken(value)
     if src.get("username") is not None or src.get("password") is not None:
         return _basic(src, "HTTP Basic auth (a user name or password is set)")
@@ -431,7 +368,7 @@ def _auth(src: _Sources, dialect: str, project_id: str | None) -> AuthBase | Non
 
 def _endpoint(src: _Sources) -> Endpoint | None:
     found = src.get("dialect")
-    dialect = None if found is None else _check_choice(*found, DIALECTS)
+    dialect = None if found is None else check_choice(*found, DIALECTS)
     url = src.get("url")
     if url is None:
         if found is not None and dialect not in ("local", "dlc"):
@@ -440,7 +377,7 @@ def _endpoint(src: _Sources) -> Endpoint | None:
                 "dialect to use the embedded server."
             )
         return None  # the embedded server
-    url_value = _check_url(*url)
+    url_value = check_url(*url)
     dialect = dialect or "livy"
 
     project_id = None
@@ -448,22 +385,28 @@ def _endpoint(src: _Sources) -> Endpoint | None:
     signs = str(src.file_values.get("auth", "")).strip().lower() == "aksk"
     found_project = src.get("project_id") if dialect == "dli" or signs else None
     if found_project is not None:
-        project_id = _check_project_id(*found_project)
+        project_id = check_project_id(*found_project)
     elif dialect == "dli":
         raise ConfigError(f"dialect dli needs a project id: set {src.names('project_id')}.")
 
     region = None
     if dialect == "dlc":
-        region = _check_region(*_required(src, "region", "dialect dlc"))
+        region = check_region(*_required(src, "region", "dialect dlc"))
     headers = src.get("headers")
     return Endpoint(
+        ca_bundle=_ca_bundle(src),
         url=url_value,
         dialect=dialect,
         project_id=project_id,
         region=region,
         auth=_auth(src, dialect, project_id),
-        headers={} if headers is None else _check_headers(*headers),
+        headers={} if headers is None else check_headers(*headers),
     )
+
+
+def _ca_bundle(src: _Sources) -> str | None:
+    found = src.get("ca_bundle")
+    return None if found is None else check_ca_bundle(*found)
 
 
 # -- session defaults -------------------------------------------------------------------------------
@@ -568,10 +511,10 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     region = endpoint.region if endpoint is not None else None
     if endpoint is None:
         found = src.get("dialect")
-        if found is not None and _check_choice(*found, DIALECTS) == "dlc":
+        if found is not None and check_choice(*found, DIALECTS) == "dlc":
             embedded_dialect = "dlc"
             found_region = src.get("region")
-            region = None if found_region is None else _check_region(*found_region)
+            region = None if found_region is None else check_region(*found_region)
     defaults = _defaults(src, embedded_dlc=embedded_dialect == "dlc")
     return Settings(
         endpoint=endpoint,
@@ -579,5 +522,5 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
         source=src.describe(),
         embedded_dialect=embedded_dialect,
         region=region,
+        ca_bundle=endpoint.ca_bundle if endpoint is not None else _ca_bundle(src),
     )
-

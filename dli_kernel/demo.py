@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from dli_kernel.protocol import SERVER_FILE
+from dli_kernel.protocol import ENV_PREFIX, SERVER_FILE
 
 # Package data, so the demo runs from an installed wheel as well as from a checkout.
 QUICKSTART = Path(__file__).resolve().with_name("notebooks") / "quickstart.ipynb"
@@ -87,7 +87,7 @@ def run_notebook(
 
 def _demo_env(root: Path) -> dict[str, str]:
     """The environment of a user who configured nothing, with a runtime directory of the demo's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DLI_KERNEL_", "HUAWEICLOUD_SDK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "HUAWEICLOUD_SDK_"))}
     env["JUPYTER_CONFIG_DIR"] = str(root / "config")
     env["JUPYTER_RUNTIME_DIR"] = str(root / "runtime")
     return env

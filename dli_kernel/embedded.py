@@ -76,7 +76,17 @@ def _endpoint(info: dict[str, Any]) -> Endpoint | None:
         auth = BearerToken(info["token"])
     except (TypeError, ValueError):
         return None
-    return Endpoint(url=info["url"].rstrip("/"), dialect="local", auth=auth, embedded=True)
+    return Endpoint(
+        url=info["url"].rstrip("/"), dialect="local", auth=auth, embedded=True, ca_bundle=_ca_bundle()
+    )
+
+
+def _ca_bundle() -> str | None:
+    """The configured CA file: a server run with --certfile on this state dir is verified with it."""
+    try:
+        return load_settings().ca_bundle
+    except ConfigError:
+        return None
 
 
 def _answers(endpoint: Endpoint) -> bool:
@@ -86,7 +96,12 @@ def _answers(endpoint: Endpoint) -> bool:
         # dead here, or every kernel would start another one.
         http.trust_env = False
         try:
-            reply = http.get(f"{endpoint.url}/version", auth=endpoint.auth, timeout=PROBE_TIMEOUT_S)
+            reply = http.get(
+                f"{endpoint.url}/version",
+                auth=endpoint.auth,
+                timeout=PROBE_TIMEOUT_S,
+                verify=endpoint.ca_bundle or True,
+            )
         except requests.RequestException:
             return False
     return reply.status_code == 200
@@ -250,7 +265,12 @@ def _as_dlc(endpoint: Endpoint, state_dir: Path, region: str | None) -> Endpoint
     secret_id = user if user and user.isascii() and user.isprintable() and " " not in user else "dli-kernel"
     auth = TencentTC3(tencent_credential(secret_id, token))
     return Endpoint(
-        url=endpoint.url, dialect="dlc", region=region or EMBEDDED_REGION, auth=auth, embedded=True
+        url=endpoint.url,
+        dialect="dlc",
+        region=region or EMBEDDED_REGION,
+        auth=auth,
+        embedded=True,
+        ca_bundle=endpoint.ca_bundle,
     )
 
 

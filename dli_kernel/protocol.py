@@ -43,6 +43,9 @@ SERVER_FILE = "server.json"  # url, token, pid of the running server (mode 0600)
 SERVER_LOG = "server.log"
 SESSIONS_DB = "sessions.db"
 SERVER_TOKEN_ENV = "DLI_KERNEL_SERVER_TOKEN"
+# Every variable of this project starts so. They are for its kernels and server, never for a driver, which
+# runs users' code and is started without them: some are secrets (the server's token, a kernel's token).
+ENV_PREFIX = "DLI_KERNEL_"
 
 # Files in a session's workdir (the driver's working directory), written by the driver, read by the server.
 DRIVER_LOG = "driver.log"
@@ -74,3 +77,9 @@ def job_group(msg_id: str) -> str:
 def result_path(statement_id: int) -> str:
     """Where statement ``statement_id``'s Arrow stream goes, relative to the session's workdir."""
     return f"{RESULTS_DIR}/{int(statement_id)}.arrow"
+
+
+# -- A server a team shares: its users, their DLC keys, and the kernel's trust in its certificate ---------
+USERS_FILE = "users.json"  # the `dli-kernel users` commands' default, in the state dir (mode 0600)
+DLC_SECRET_FILE = "dlc-secret"  # in the state dir: what users' DLC SecretKeys are derived from (mode 0600)
+CA_BUNDLE_ENV = "DLI_KERNEL_CA_BUNDLE"  # the CA file (or directory) the kernel verifies the server with

@@ -13,6 +13,7 @@ from dli_kernel.client.errors import (
     ServerError,
     StatementFailed,
     StatementTimeout,
+    TlsFailed,
     Unauthorized,
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo, normalize_state
@@ -38,6 +39,7 @@ __all__ = [
     "StatementFailed",
     "StatementInfo",
     "StatementTimeout",
+    "TlsFailed",
     "Unauthorized",
     "make_dialect",
     "normalize_state",

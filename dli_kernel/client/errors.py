@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+
+from dli_kernel.protocol import CA_BUNDLE_ENV
+
 
 class ClientError(Exception):
     """Base of every error the sessions client raises."""
@@ -13,6 +17,57 @@ class ConfigError(ClientError, ValueError):
 
 class ConnectionFailed(ClientError):
     """The server could not be reached, or did not answer in time."""
+
+
+class TlsFailed(ClientError):
+    """No TLS connection could be made: the server's certificate was not trusted, or the two sides do not
+    both speak TLS. Never retried (another try meets the same certificate), and nothing was sent."""
+
+
+def tls_failed(what: str, err: BaseException) -> TlsFailed:
+    """The error for a failed TLS handshake (``requests``' SSLError) on the request ``what``."""
+    return TlsFailed(f"{what}: {_tls_problem(err)}")
+
+
+def _tls_problem(err: BaseException) -> str:
+    """What went wrong in the TLS handshake, and what to do about it."""
+    cause = _find_cause(err, ssl.SSLCertVerificationError)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = (cause.verify_message or cause.reason or "no reason given").rstrip(".")
+        if cause.verify_code in _NAME_MISMATCH:
+            return (
+                f"the server's certificate is not valid for this host name ({reason}): use a name or "
+                "address that the certificate lists."
+            )
+        return (
+            f"the server's certificate could not be verified ({reason}): set {CA_BUNDLE_ENV} "
+            "(or ca_bundle in dli_kernel.json) to the file of the CA that signed it."
+        )
+    other = _find_cause(err, ssl.SSLError)
+    reason = getattr(other, "reason", None) or type(other or err).__name__
+    return (
+        f"no TLS connection could be made ({reason}); is it a TLS server (https://, else http://), and "
+        "does it accept this client's TLS versions?"
+    )
+
+
+_NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+def _find_cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The ``kind`` exception among what ``err`` wraps (requests and urllib3 wrap it in ``args`` and
+    ``reason``), or None."""
+    todo: list[object] = [err]
+    seen: set[int] = set()
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            return item
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return None
 
 
 class ServerError(ClientError):

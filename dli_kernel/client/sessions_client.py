@@ -35,6 +35,7 @@ from dli_kernel.client.errors import (
     StatementFailed,
     StatementTimeout,
     rejection_for,
+    tls_failed,
 )
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
 from dli_kernel.client.polling import Pacer
@@ -433,11 +434,15 @@ class SessionsClient:
                 allow_redirects=False,
                 headers=sent_headers or None,
                 stream=stream,
+                # Per request: requests lets REQUESTS_CA_BUNDLE override the session's CA bundle.
+                verify=self._http.verify,
             )
         except requests.ConnectTimeout:
             raise _NotSent(f"{what}: could not connect within {timeout[0]:g} s.") from None
         except requests.ReadTimeout:
             raise ConnectionFailed(f"{what}: no answer within {timeout[1]:g} s.") from None
+        except requests.exceptions.SSLError as err:
+            raise tls_failed(what, err) from None
         except requests.ConnectionError as err:
             if _never_connected(err):
                 raise _NotSent(f"{what}: could not connect (is the server running?).") from None

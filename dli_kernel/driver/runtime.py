@@ -60,6 +60,10 @@ def bootstrap(settings_json: str) -> str:
     for key, value in conf.items():
         builder = builder.config(key, value)
     _spark = builder.getOrCreate()
+    # Only spark-submit ships spark.submit.pyFiles to executors; a context built with it in its conf
+    # copies them to the driver alone, which local mode hides (its executors are the driver).
+    for py_file in filter(None, conf.get("spark.submit.pyFiles", "").split(",")):
+        _spark.sparkContext.addPyFile(py_file)
 
     shell = get_ipython()
     # Plain tracebacks: Livy clients show them as text, ANSI colours would be noise.
@@ -87,6 +91,15 @@ def _warning_to_log(
 def app_info() -> str:
     sc = _session().sparkContext
     return json.dumps({"appId": sc.applicationId, "sparkUiUrl": sc.uiWebUrl})
+
+
+def executor_count() -> int:
+    """How many executors have registered with the driver (the driver's own block manager not counted).
+
+    On a cluster master the SparkContext starts before the cluster has granted anything; a session whose
+    request no worker can satisfy would otherwise look ready and hang on its first job.
+    """
+    return int(_session().sparkContext._jsc.sc().getExecutorMemoryStatus().size()) - 1
 
 
 class _StatementWatch:

@@ -8,21 +8,22 @@ signed actions (``POST /``, ``dlc_actions``) serve the same registry too.
 from __future__ import annotations
 
 import functools
-import getpass
 from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import Route
-from starlette.types import Lifespan
+from starlette.routing import Match, Route
+from starlette.types import Lifespan, Scope
 
 from dli_kernel.protocol import DLC_PATH
 from dli_kernel.server import endpoints
 from dli_kernel.server.auth import TokenAuth
+from dli_kernel.server.body_limit import BodyLimit
 from dli_kernel.server.dlc_actions import DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
 from dli_kernel.server.manager import SessionManager
+from dli_kernel.server.principal import operator_name
 from dli_kernel.server.users import SingleToken, Users
 
 
@@ -51,6 +52,19 @@ def session_routes(family: Family) -> list[Route]:
     ]
 
 
+def body_limits(manager: SessionManager, large: list[Route]) -> Callable[[Scope], int]:
+    """How many bytes of body a request may send: a statement's code (and DLC's actions, which carry it)
+    may be long, anything else is small. Read at each request from the manager's settings."""
+
+    def limit_for(scope: Scope) -> int:
+        settings = manager.settings
+        if any(route.matches(scope)[0] is Match.FULL for route in large):
+            return settings.max_statement_body
+        return settings.max_body
+
+    return limit_for
+
+
 def create_app(
     manager: SessionManager,
     token: str,
@@ -61,18 +75,25 @@ def create_app(
     """The ASGI app; the caller owns the manager's start and close (``lifespan`` is where to do them).
 
     ``users`` says who may use it; without it, ``token`` opens everything as the server's OS user."""
+    users = users or SingleToken(token, operator_name())
+    livy, dli = session_routes(LIVY), session_routes(DLI)
+    dlc = Route(DLC_PATH, DlcActions().dispatch, methods=["POST"])
     app = Starlette(
         routes=[
             Route("/version", endpoints.version, methods=["GET"]),
             Route("/pool", endpoints.pool_status, methods=["GET"]),
-            *session_routes(LIVY),
-            *session_routes(DLI),
-            Route(DLC_PATH, DlcActions(token).dispatch, methods=["POST"]),
+            *livy,
+            *dli,
+            dlc,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.manager = manager
     app.state.base_url = base_url
-    app.add_middleware(TokenAuth, users=users or SingleToken(token, getpass.getuser()))
+    app.state.users = users  # DLC's actions find their signing key and user there
+    statements = [r for r in (*livy, *dli) if r.path.endswith("/statements") and "POST" in (r.methods or ())]
+    # The last added runs first: the token check, then the body's size.
+    app.add_middleware(BodyLimit, limit_for=body_limits(manager, [*statements, dlc]))
+    app.add_middleware(TokenAuth, users=users)
     return app

@@ -1,4 +1,5 @@
-"""The server's token check, as ASGI middleware in front of every route."""
+"""Who sent each request: the user its token belongs to (``Users``), as ASGI middleware in front of every
+route. The routes read that user (a ``Principal``) as ``request.user`` and show them only what they see."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dli_kernel.server.principal import Principal
 from dli_kernel.server.users import Users
 
 REFUSED = (
-    "missing or wrong token: send 'Authorization: Bearer <token>' (the token is in the server's server.json)."
+    "missing or wrong token: send 'Authorization: Bearer <token>' (your own token from the server's "
+    "operator, or the one in its server.json)."
 )
 DLI_PATHS = "/v2.0/"  # where DLI clients send the token as X-Auth-Token
 
@@ -19,8 +21,9 @@ DLI_PATHS = "/v2.0/"  # where DLI clients send the token as X-Auth-Token
 class TokenAuth:
     """Every request carries the token: ``Authorization: Bearer``, or ``X-Auth-Token`` on DLI paths.
 
-    DLC's actions (``POST /``) are the one exception: they carry a TC3 signature made with the token,
-    which their endpoint verifies, and answer a bad one in DLC's own error shape.
+    DLC's actions (``POST /``) are the one exception: they carry a TC3 signature made with the signer's
+    SecretKey, which their endpoint verifies (it finds the user there), and answer a bad one in DLC's own
+    error shape.
     """
 
     def __init__(self, app: ASGIApp, users: Users) -> None:

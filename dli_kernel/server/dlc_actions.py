@@ -1,6 +1,8 @@
 """Tencent Cloud DLC's notebook-session action API on the embedded server: ``POST /`` with ``X-TC-Action``,
-signed with TC3-HMAC-SHA256 (the server token as the SecretKey), over the same sessions as the Livy and
-DLI paths.
+signed with TC3-HMAC-SHA256, over the same sessions as the Livy and DLI paths. The server's ``Users`` (on
+``app.state.users``) give each SecretId its SecretKey and user: with one token, the token is the SecretKey
+of any SecretId, who is an admin; with a users file, each user has their own, and sees only their own
+sessions, as on the other paths.
 
 DLC answers everything with HTTP 200: ``{"Response": {...fields, "RequestId"}}``, or ``{"Response":
 {"Error": {"Code", "Message"}, "RequestId"}}`` when it refuses. Each action reads its whole request
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -44,12 +47,15 @@ from dli_kernel.server.dlc_views import (
 )
 from dli_kernel.server.manager import (
     Invalid,
+    LimitReached,
     ManagedSession,
     ManagerError,
     SessionManager,
     Statement,
     UnknownId,
 )
+from dli_kernel.server.principal import Principal
+from dli_kernel.server.users import Users
 from dli_kernel.spec import SpecError, parse_number, shown
 
 log = logging.getLogger("dli_kernel.server")
@@ -77,7 +83,7 @@ class Call:
 
     manager: SessionManager
     base_url: str
-    secret_id: str
+    principal: Principal  # who signed it: what they see is all the action may touch
     body: dict[str, Any]
 
 
@@ -90,10 +96,9 @@ def _error(request_id: str, code: str, message: str) -> JSONResponse:
 
 
 class DlcActions:
-    """The endpoint of ``POST /``; it holds the server token, which it never shows."""
+    """The endpoint of ``POST /``; the keys it checks signatures with are the app's ``Users``'."""
 
-    def __init__(self, secret_key: str) -> None:
-        self._secret_key = secret_key
+    def __init__(self) -> None:
         self._replays = tc3.ReplayGuard()
 
     def __repr__(self) -> str:
@@ -104,8 +109,10 @@ class DlcActions:
         raw = await request.body()
         now = time.time()
         try:
+            state = request.app.state
+            secret_key, principal = _signer(state.users, request.headers.get("authorization"))
             auth = tc3.verify(
-                self._secret_key,
+                secret_key,
                 request.method,
                 request.url.path,
                 request.url.query,
@@ -113,11 +120,12 @@ class DlcActions:
                 raw,
                 now,
             )
+            if principal is None:  # a key nobody has signed it: never, but never let it through either
+                raise tc3.SignatureError("AuthFailure.SignatureFailure", tc3.MISMATCH)
             action = request.headers.get("x-tc-action")
             self._replays.check(auth.signature, action or "", now)
             handler = _handler(request.headers.get("x-tc-version"), action)
-            state = request.app.state
-            call = Call(state.manager, state.base_url, auth.secret_id, parse_body(raw))
+            call = Call(state.manager, state.base_url, principal, parse_body(raw))
             return _answer(request_id, await run_in_threadpool(_run, handler, call))
         except (tc3.SignatureError, DlcError) as err:
             return _error(request_id, err.code, str(err))
@@ -127,6 +135,14 @@ class DlcActions:
             return _error(
                 request_id, "InternalError", f"internal server error; see the server log ({request_id})."
             )
+
+
+def _signer(users: Users, authorization: str | None) -> tuple[str, Principal | None]:
+    """The SecretKey the request's SecretId signs with, and who that is. A SecretId nobody has gets a key
+    nobody has: its request meets every check a known one does and fails the last, with the same sentence,
+    so that no answer tells which SecretIds (user names) exist."""
+    secret_id = tc3.parse_authorization(authorization).secret_id
+    return users.dlc_key(secret_id) or (secrets.token_hex(32), None)
 
 
 def _handler(version: str | None, action: str | None) -> Callable[[Call], dict[str, Any]]:
@@ -152,6 +168,8 @@ def _run(handler: Callable[[Call], dict[str, Any]], call: Call) -> dict[str, Any
         raise invalid(str(err)) from None
     except UnknownId as err:
         raise DlcError("ResourceNotFound", str(err)) from None
+    except LimitReached as err:
+        raise DlcError("LimitExceeded", str(err)) from None
     except ManagerError as err:  # WrongState, and any other refusal of the manager's
         raise DlcError("FailedOperation", str(err)) from None
 
@@ -162,7 +180,7 @@ def _run(handler: Callable[[Call], dict[str, Any]], call: Call) -> dict[str, Any
 def _session(call: Call, session_id: str) -> ManagedSession:
     """The session a request names; every request on a session counts as its heartbeat."""
     try:
-        session = call.manager.get(session_id)
+        session = call.manager.get(session_id, call.principal)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound.SessionNotFound",
@@ -204,7 +222,7 @@ def _live(session: ManagedSession) -> None:
 
 def create_session(call: Call) -> dict[str, Any]:
     spec = session_spec(call.body)
-    session = call.manager.create(spec, owner=call.secret_id)
+    session = call.manager.create(spec, owner=call.principal)
     return {"SessionId": session.uuid, "SparkAppId": session.app_id or "", "State": dlc_state(session.state)}
 
 
@@ -261,7 +279,9 @@ def describe_sessions(call: Call) -> dict[str, Any]:
     filters = _filters(fields)
     engine = fields.string("DataEngineName") or None
     # DLC lists every session it remembers unless told which states: ended ones too.
-    sessions = call.manager.list(our_states(states) or list(SESSION_STATES), cluster=engine)
+    sessions = call.manager.list(
+        our_states(states) or list(SESSION_STATES), cluster=engine, viewer=call.principal
+    )
     sessions = [s for s in sessions if all(_matches(s, name, values) for name, values in filters)]
     sessions.sort(key=lambda s: tuple(SORT_FIELDS[f](s) for f in sort_fields), reverse=not ascending)
     return {

@@ -26,6 +26,11 @@ def app_info() -> str:
     return "_dli.app_info()"
 
 
+def executor_count() -> str:
+    """How many executors have registered with the driver's SparkContext (an int)."""
+    return "_dli.executor_count()"
+
+
 def run_sql(query: str, max_rows: int) -> str:
     """A SQL statement whose result the driver displays as Livy's SQL result."""
     return f"_dli.run_sql({query!r}, max_rows={int(max_rows)})"

@@ -29,6 +29,7 @@ from dli_kernel.server.params import (
     parse_json,
     wait_param,
 )
+from dli_kernel.server.principal import Principal
 from dli_kernel.server.views import dli_session, livy_session, statement_json
 from dli_kernel.spec import SessionSpec
 
@@ -60,21 +61,29 @@ def _base_url(request: Request) -> str:
     return request.app.state.base_url
 
 
+def _viewer(request: Request) -> Principal:
+    """Who sent the request (the token check put them there): the manager shows them only what they see."""
+    user = request.user
+    assert isinstance(user, Principal)
+    return user
+
+
 def _sessions_path(request: Request, family: Family) -> str:
     return f"{family.prefix.format(**request.path_params)}/sessions"
 
 
-def _find(manager: SessionManager, session_id: str) -> ManagedSession:
-    """The session a path names; every request on a session's paths counts as its heartbeat."""
-    session = manager.get(session_id)
+def _find(manager: SessionManager, session_id: str, viewer: Principal) -> ManagedSession:
+    """The session a path names, if ``viewer`` sees it; every request on a session's paths counts as its
+    heartbeat."""
+    session = manager.get(session_id, viewer)
     manager.touch(session)
     return session
 
 
 def _find_statement(
-    manager: SessionManager, session_id: str, statement_id: str
+    manager: SessionManager, session_id: str, statement_id: str, viewer: Principal
 ) -> tuple[ManagedSession, Statement]:
-    session = _find(manager, session_id)
+    session = _find(manager, session_id, viewer)
     return session, manager.statement(session, statement_id)
 
 
@@ -86,6 +95,10 @@ async def version(request: Request) -> JSONResponse:
 
 
 async def pool_status(request: Request) -> JSONResponse:
+    if not _viewer(request).admin:
+        # Its counts move when anyone's session takes a pooled driver: on a shared server, that tells a
+        # user that another made a session.
+        return JSONResponse({"msg": "the warm pool's status is for the server's admins."}, status_code=403)
     pool = _manager(request).pool
     if pool is None:
         return JSONResponse({"size": 0, "ready": 0, "starting": 0})
@@ -100,11 +113,16 @@ async def list_sessions(request: Request, family: Family) -> JSONResponse:
     start = int_param(query, "from", minimum=0, default=0)
     size = int_param(query, "size", minimum=1, default=100)
     wanted = SessionFilter.from_query(query)
-    manager, base_url = _manager(request), _base_url(request)
+    manager, base_url, viewer = _manager(request), _base_url(request), _viewer(request)
 
     def page() -> dict[str, Any]:
         sessions = manager.list(
-            wanted.states, kind=wanted.kind, name=wanted.name, cluster=wanted.cluster, owner=wanted.owner
+            wanted.states,
+            kind=wanted.kind,
+            name=wanted.name,
+            cluster=wanted.cluster,
+            owner=wanted.owner,
+            viewer=viewer,
         )
         shown = [family.render(s, base_url) for s in sessions[start : start + size]]
         return {"from": start, "total": len(sessions), "sessions": shown}
@@ -115,10 +133,10 @@ async def list_sessions(request: Request, family: Family) -> JSONResponse:
 async def create_session(request: Request, family: Family) -> JSONResponse:
     raw = await request.body()
     project_id = request.path_params.get("project_id")
-    manager, base_url = _manager(request), _base_url(request)
+    manager, base_url, owner = _manager(request), _base_url(request), _viewer(request)
 
     def create() -> dict[str, Any]:
-        session = manager.create(family.parse_spec(parse_json(raw)), project_id)
+        session = manager.create(family.parse_spec(parse_json(raw)), project_id, owner)
         return family.render(session, base_url)
 
     body = await run_in_threadpool(create)
@@ -129,7 +147,7 @@ async def create_session(request: Request, family: Family) -> JSONResponse:
 async def _session_after_wait(request: Request) -> ManagedSession:
     """The path's session, once its state changed or ``?wait=`` ran out (at once without one)."""
     manager = _manager(request)
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
+    session = await run_in_threadpool(_find, manager, request.path_params["session_id"], _viewer(request))
     wait = wait_param(request.query_params)
     if wait and not session.ended:
         await hold(request.app, manager, session, None, session.state, wait)
@@ -147,20 +165,20 @@ async def session_state(request: Request, family: Family) -> JSONResponse:
 
 
 async def delete_session(request: Request, family: Family) -> JSONResponse:
-    manager = _manager(request)
+    manager, viewer = _manager(request), _viewer(request)
 
     def delete() -> None:
-        manager.delete(_find(manager, request.path_params["session_id"]))
+        manager.delete(_find(manager, request.path_params["session_id"], viewer))
 
     await run_in_threadpool(delete)
     return JSONResponse({"msg": "deleted"})
 
 
 async def session_log(request: Request, family: Family) -> JSONResponse:
-    manager, query = _manager(request), request.query_params
+    manager, query, viewer = _manager(request), request.query_params, _viewer(request)
 
     def log() -> dict[str, Any]:
-        session = _find(manager, request.path_params["session_id"])
+        session = _find(manager, request.path_params["session_id"], viewer)
         start = optional_int(query, "from", minimum=0)
         start, total, lines = session.log_lines(start, int_param(query, "size", minimum=0, default=100))
         return {"id": family.public_id(session), "from": start, "total": total, "log": lines}
@@ -173,7 +191,7 @@ async def session_log(request: Request, family: Family) -> JSONResponse:
 
 async def list_statements(request: Request, family: Family) -> JSONResponse:
     manager = _manager(request)
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"])
+    session = await run_in_threadpool(_find, manager, request.path_params["session_id"], _viewer(request))
     statements = [statement_json(s) for s in list(session.statements)]
     if request.query_params.get("order") == "desc":
         statements.reverse()
@@ -182,10 +200,10 @@ async def list_statements(request: Request, family: Family) -> JSONResponse:
 
 async def submit_statement(request: Request, family: Family) -> JSONResponse:
     raw = await request.body()
-    manager, session_id = _manager(request), request.path_params["session_id"]
+    manager, session_id, viewer = _manager(request), request.path_params["session_id"], _viewer(request)
 
     def submit() -> Statement:
-        session = _find(manager, session_id)
+        session = _find(manager, session_id, viewer)
         wanted = StatementRequest.from_body(parse_json(raw))
         return manager.submit(session, wanted.code, wanted.kind, wanted.max_rows, wanted.result_format)
 
@@ -197,7 +215,9 @@ async def submit_statement(request: Request, family: Family) -> JSONResponse:
 async def get_statement(request: Request, family: Family) -> JSONResponse:
     manager = _manager(request)
     session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
-    session, statement = await run_in_threadpool(_find_statement, manager, session_id, statement_id)
+    session, statement = await run_in_threadpool(
+        _find_statement, manager, session_id, statement_id, _viewer(request)
+    )
     wait = wait_param(request.query_params)
     if not wait:
         return JSONResponse(statement_json(statement))
@@ -213,11 +233,11 @@ async def get_statement(request: Request, family: Family) -> JSONResponse:
 
 
 async def statement_result(request: Request, family: Family) -> FileResponse:
-    manager = _manager(request)
+    manager, viewer = _manager(request), _viewer(request)
 
     def find_result() -> str:
         session, statement = _find_statement(
-            manager, request.path_params["session_id"], request.path_params["statement_id"]
+            manager, request.path_params["session_id"], request.path_params["statement_id"], viewer
         )
         return str(manager.arrow_result(session, statement))
 
@@ -225,12 +245,11 @@ async def statement_result(request: Request, family: Family) -> FileResponse:
 
 
 async def cancel_statement(request: Request, family: Family) -> JSONResponse:
-    manager = _manager(request)
+    manager, viewer = _manager(request), _viewer(request)
+    session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
 
     def cancel() -> None:
-        manager.cancel(
-            *_find_statement(manager, request.path_params["session_id"], request.path_params["statement_id"])
-        )
+        manager.cancel(*_find_statement(manager, session_id, statement_id, viewer))
 
     await run_in_threadpool(cancel)
     return JSONResponse({"msg": "canceled"})
@@ -238,10 +257,10 @@ async def cancel_statement(request: Request, family: Family) -> JSONResponse:
 
 async def completion(request: Request, family: Family) -> JSONResponse:
     raw = await request.body()
-    manager = _manager(request)
+    manager, viewer = _manager(request), _viewer(request)
 
     def complete() -> list[str]:
-        session = _find(manager, request.path_params["session_id"])
+        session = _find(manager, request.path_params["session_id"], viewer)
         wanted = CompletionRequest.from_body(parse_json(raw))
         return manager.completion(session, wanted.code, wanted.kind, wanted.cursor)
 

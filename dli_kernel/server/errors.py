@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dli_kernel.server.manager import Invalid, ManagerError, UnknownId, WrongState
+from dli_kernel.server.manager import Invalid, LimitReached, ManagerError, UnknownId, WrongState
 from dli_kernel.spec import SpecError
 
 log = logging.getLogger("dli_kernel.server")
@@ -50,6 +50,9 @@ EXCEPTION_HANDLERS: dict[type[Exception], Handler] = {
     Invalid: _answer(400),
     UnknownId: _answer(404),
     WrongState: _answer(409),
+    # Every limit (a user's sessions, sessions starting, driver memory) alike: waiting or ending a session
+    # helps, which 429 says; a request no wait would help is Invalid (400).
+    LimitReached: _answer(429),
     ManagerError: _answer(400),
     HTTPException: _http_error,
     Exception: _unexpected,

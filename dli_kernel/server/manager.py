@@ -6,13 +6,18 @@ sessions whose time ran out or whose driver died. Every change of state goes thr
 one lock, and is saved to the store, so a restarted server brings live sessions back (``recovering`` ->
 ``idle``) and reports the others ``dead``. Slow work (starting and stopping drivers, running statements,
 removing directories) happens outside the lock.
+
+Who sees what is decided here, so that every path (Livy, DLI, DLC) gets the same rule: a session is only
+ever handed out by ``get``, ``list`` and ``create``, and those give a viewer (a ``Principal``) only the
+sessions it ``sees``. The other calls act on a session one of them handed out. A session the viewer may not
+see is answered exactly as one that does not exist.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import getpass
+import secrets
 import shutil
 import threading
 import time
@@ -24,10 +29,12 @@ from typing import Any, Protocol
 from dli_kernel.protocol import KINDS, RESULT_FORMATS, SESSION_STATES, result_path
 from dli_kernel.server.driver_process import Driver
 from dli_kernel.server.pool import DriverPool, PooledDriver
+from dli_kernel.server.principal import Principal, operator
 from dli_kernel.server.progress import read_progress
 from dli_kernel.server.reaper import Reaper
 from dli_kernel.server.records import ManagedSession, Statement, session_from_record
 from dli_kernel.server.settings import ServerSettings
+from dli_kernel.server.spark_conf import driver_memory_mb
 from dli_kernel.server.starter import Attach, DriverStarter, Launch
 from dli_kernel.server.states import RecordStore, SessionStates
 from dli_kernel.server.worker import SessionWorker
@@ -35,6 +42,7 @@ from dli_kernel.spec import SessionSpec, normalize_kind, parse_number, shown
 
 __all__ = [
     "Invalid",
+    "LimitReached",
     "ManagedSession",
     "ManagerError",
     "ServerSettings",
@@ -45,7 +53,11 @@ __all__ = [
 ]
 
 STATEMENT_KINDS = KINDS
+STARTING_STATES = ("not_started", "starting")  # sessions whose driver is starting (max_starting)
 KEPT_ENDED_SESSIONS = 500
+# Livy ids are drawn from here at random: counting up, each id would tell how many sessions others made.
+# Six digits stay easy to type (%session kill 482193) and leave room to spare for the sessions kept.
+SESSION_IDS = range(100_000, 1_000_000)
 SCALA_COMPLETION_TIMEOUT = 60.0  # an idle session's first Scala completion starts its interpreter
 COMPLETION_TIMEOUT = 2.0
 THREAD_JOIN = 5.0
@@ -66,6 +78,12 @@ class WrongState(ManagerError):
 
 class Invalid(ManagerError):
     pass
+
+
+class LimitReached(ManagerError):
+    """A limit of the server refuses a new session for now: the user's live sessions, the sessions
+    starting at once, or the driver memory of the live sessions. Waiting (or ending a session) helps, so
+    the HTTP paths answer 429, all three alike; a request no wait would help is ``Invalid`` instead."""
 
 
 class Store(RecordStore, Protocol):
@@ -93,7 +111,8 @@ class SessionManager:
         self._lock = self._states.lock
         self._sessions: dict[int, ManagedSession] = {}
         self._workers: builtins.list[SessionWorker] = []
-        self._owner = getpass.getuser()
+        # Who a caller that names nobody is: the server's operator (tests, the embedded server's own calls).
+        self._operator = operator()
         self._starter = DriverStarter(settings, self._states, launch, attach)
         self._reaper = Reaper(self._snapshot, self._states, settings.reap_every)
         self.pool: DriverPool | None = self._starter.pool
@@ -145,10 +164,13 @@ class SessionManager:
     # -- sessions ----------------------------------------------------------------------------
 
     def create(
-        self, spec: SessionSpec, project_id: str | None = None, owner: str | None = None
+        self, spec: SessionSpec, project_id: str | None = None, owner: Principal | None = None
     ) -> ManagedSession:
-        """A new session, owned by ``owner`` (who signed the request, where the path knows it) or else by
-        the server's OS user."""
+        """A new session, owned by ``owner`` (who sent the request) or else by the server's operator."""
+        owner = owner or self._operator
+        _check_proxy_user(spec, owner)
+        with self._lock:
+            self._check_new(spec, owner, starts_driver=False)  # before a pooled driver is touched
         # Outside the lock: it may wait a moment for a pooled driver that was just launched.
         reserved = self._starter.reserve(spec)
         pooled: PooledDriver | None = None
@@ -163,21 +185,21 @@ class SessionManager:
         return session
 
     def _register(
-        self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None, owner: str | None
+        self, spec: SessionSpec, project_id: str | None, reserved: PooledDriver | None, owner: Principal
     ) -> tuple[ManagedSession, PooledDriver | None, builtins.list[Path]]:
         """A new session in the registry, with the reserved pooled driver if it could move in; and the
         workdirs of ended sessions it pushed out of the registry, to remove."""
         with self._lock:
             if self._states.closing.is_set():
                 raise WrongState("the server is shutting down; no new sessions are started.")
-            if spec.name and any(s.spec.name == spec.name for s in self._live()):
-                raise Invalid(f"a session named {spec.name!r} already exists; session names must be unique.")
-            session_id = max(self._sessions, default=-1) + 1
+            # Again under the lock that registers it: two creates at once cannot both pass a check.
+            self._check_new(spec, owner, starts_driver=reserved is None or not reserved.ready)
+            session_id = self._new_id()
             session = ManagedSession(
                 id=session_id,
                 uuid=str(uuid.uuid4()),
                 spec=spec,
-                owner=owner or self._owner,
+                owner=owner.name,
                 project_id=project_id,
                 workdir=self.settings.state_dir / "sessions" / str(session_id),
             )
@@ -195,18 +217,24 @@ class SessionManager:
                     self._starter.adopt(session, pooled)
             return session, pooled, self._prune()
 
-    def get(self, key: str) -> ManagedSession:
-        """A session by Livy id, DLI uuid or name."""
+    def get(self, key: str, viewer: Principal | None = None) -> ManagedSession:
+        """A session ``viewer`` sees (by default the operator, who sees all), by Livy id, DLI uuid or
+        name. Of two sessions of one name (an admin sees several users'), the viewer's own comes first,
+        then a live one, then the newest."""
+        viewer = viewer or self._operator
         with self._lock:
+            visible = {n: s for n, s in self._sessions.items() if viewer.sees(s.owner)}
             number = parse_number(key)
-            if number is not None and number in self._sessions:
-                return self._sessions[number]
-            for session in self._sessions.values():
+            if number is not None and number in visible:
+                return visible[number]
+            for session in visible.values():
                 if key == session.uuid:
                     return session
-            named = [s for s in self._sessions.values() if s.spec.name == key]
+            named = [s for s in visible.values() if s.spec.name == key]
             if named:
-                return max(named, key=lambda s: (not s.ended, s.id))
+                # Of equals, the later made: reversed, as max keeps the first of equals.
+                return max(reversed(named), key=lambda s: (s.owner == viewer.name, not s.ended, s.created))
+        # The same answer for a session that does not exist and for one the viewer may not see.
         raise UnknownId(f"session {shown(key)} does not exist; list sessions to see the ids there are.")
 
     def list(
@@ -216,8 +244,11 @@ class SessionManager:
         name: str | None = None,
         cluster: str | None = None,
         owner: str | None = None,
+        viewer: Principal | None = None,
     ) -> builtins.list[ManagedSession]:
-        """Live sessions, or those in ``states`` (ended ones included) when given, oldest first."""
+        """Live sessions ``viewer`` sees (by default all), or those in ``states`` (ended ones included)
+        when given, oldest first."""
+        viewer = viewer or self._operator
         wanted = set(states)
         unknown = wanted - set(SESSION_STATES)
         if unknown:
@@ -228,6 +259,8 @@ class SessionManager:
             kind = normalize_kind(kind)
         found = []
         for session in self._snapshot():
+            if not viewer.sees(session.owner):
+                continue
             if (wanted and session.state not in wanted) or (not wanted and session.ended):
                 continue
             if kind and session.spec.kind != kind:
@@ -371,8 +404,40 @@ class SessionManager:
         with self._lock:
             return list(self._sessions.values())
 
+    def _new_id(self) -> int:
+        """A Livy id no session has, nor any directory; call with the lock held."""
+        sessions = self.settings.state_dir / "sessions"
+        while True:
+            candidate = SESSION_IDS[secrets.randbelow(len(SESSION_IDS))]
+            if candidate not in self._sessions and not (sessions / str(candidate)).exists():
+                return candidate
+
     def _live(self) -> builtins.list[ManagedSession]:
         return [s for s in self._sessions.values() if not s.ended]
+
+    def _check_new(self, spec: SessionSpec, owner: Principal, starts_driver: bool) -> None:
+        """Refuse a new session of ``owner`` whose name the owner uses already (Invalid) or that would go
+        over one of the server's limits (LimitReached); call with the lock held. ``starts_driver``: the
+        session starts a driver (it has no ready pooled one)."""
+        live = self._live()
+        # Names are unique per owner: a clash with another user's session must not tell it exists.
+        if spec.name and any(s.spec.name == spec.name and s.owner == owner.name for s in live):
+            raise Invalid(
+                f"a session named {spec.name!r} already exists among yours; a user's session names must be "
+                "unique."
+            )
+        settings = self.settings
+        most = owner.max_sessions if owner.max_sessions is not None else settings.max_sessions_per_user
+        _check_sessions_per_user(live, owner, most)
+        if starts_driver and settings.max_starting is not None:
+            starting = sum(1 for s in live if s.state in STARTING_STATES)
+            if starting >= settings.max_starting:
+                # Counts of other users' sessions are theirs: the sentence names only the limit.
+                raise LimitReached(
+                    "this server is starting as many sessions as it starts at once "
+                    f"({settings.max_starting}); try again when one of them is up."
+                )
+        _check_driver_memory(live, spec, settings.max_driver_memory_mb)
 
     def _prune(self) -> builtins.list[Path]:
         """Forget the oldest ended sessions beyond KEPT_ENDED_SESSIONS; their workdirs, to remove."""
@@ -382,3 +447,49 @@ class SessionManager:
             del self._sessions[session.id]
             self._store.delete_session(session.id)
         return [session.workdir for session in gone]
+
+
+def _check_proxy_user(spec: SessionSpec, owner: Principal) -> None:
+    """Only an admin may run a session as someone else: anyone else names only themselves, or nobody."""
+    if spec.proxy_user and not spec.proxy_user.isprintable():
+        # It becomes the driver's HADOOP_USER_NAME, where a control character fails the launch.
+        raise Invalid(f"proxyUser must be a user name of printable characters (got {spec.proxy_user!r}).")
+    if spec.proxy_user and not owner.admin and spec.proxy_user != owner.name:
+        raise Invalid(
+            f"proxyUser may only be your own user name ({owner.name!r}) or left out; only an admin may "
+            f"run a session as another user (got {spec.proxy_user!r})."
+        )
+
+
+def _check_sessions_per_user(live: Iterable[ManagedSession], owner: Principal, most: int | None) -> None:
+    if most is None:
+        return
+    held = sum(1 for s in live if s.owner == owner.name)
+    if held >= most:
+        raise LimitReached(
+            f"you have {held} live sessions, the most this server allows a user ({most}); "
+            "delete one of them to start another."
+        )
+
+
+def _check_driver_memory(live: Iterable[ManagedSession], spec: SessionSpec, most_mb: int | None) -> None:
+    if most_mb is None:
+        return
+    wanted = driver_memory_mb(spec)
+    if wanted is None:
+        raise Invalid(
+            "conf spark.driver.memory must be a size such as 4g or 4096m, which this server counts against "
+            f"its total driver memory (got {shown(spec.conf['spark.driver.memory'])})."
+        )
+    if wanted > most_mb:
+        raise Invalid(
+            f"the session asks for {wanted} MB of driver memory, more than this server allows all sessions "
+            f"together ({most_mb} MB); ask for less driverMemory."
+        )
+    held = sum(driver_memory_mb(s.spec) or s.spec.effective_resources().driver_memory_mb for s in live)
+    if held + wanted > most_mb:
+        # How much the others hold is theirs to know: the sentence names only this request and the limit.
+        raise LimitReached(
+            f"the live sessions leave less driver memory than this session's {wanted} MB of the server's "
+            f"total of {most_mb} MB; try again when sessions have ended, or ask for less."
+        )

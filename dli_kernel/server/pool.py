@@ -41,6 +41,7 @@ FAILURE_BACKOFF = (5.0, 30.0, 120.0, 300.0)  # after 1, 2, 3, 4+ failed starts i
 class PooledDriver:
     workdir: Path
     driver: Driver
+    started: float = field(default_factory=time.monotonic)  # launched at: its start timeout counts from here
     done: threading.Event = field(default_factory=threading.Event)
     # The kernel answered, so it has read its connection file: from now on its directory may move.
     kernel_up: bool = False
@@ -57,8 +58,10 @@ class PooledDriver:
 class DriverPool:
     """Keeps ``size`` drivers started with ``settings`` (the manager's Spark settings for a default spec).
 
-    ``launch(workdir)`` starts a driver process there; ``boot(driver, settings)`` starts Spark in it once it
-    answers, returning app info. Both come from the manager, so pooled drivers start exactly as others do.
+    ``launch(workdir)`` starts a driver process there; ``boot(driver, settings, started)`` starts Spark in
+    it once it answers (by the start timeout, counted from ``started``), returning app info; on a cluster
+    master that includes waiting for the first executor. Both come from the manager, so pooled drivers
+    start exactly as others do.
     """
 
     def __init__(
@@ -67,7 +70,7 @@ class DriverPool:
         root: Path,
         settings: dict[str, Any],
         launch: Callable[[Path], Driver],
-        boot: Callable[[Driver, dict[str, Any]], dict[str, Any]],
+        boot: Callable[[Driver, dict[str, Any], float], dict[str, Any]],
         refill_delay: float = REFILL_DELAY,
     ) -> None:
         self.size = size
@@ -202,7 +205,7 @@ class DriverPool:
                 with self._cond:
                     entry.kernel_up = True
                     self._cond.notify_all()
-                entry.info = self._boot(entry.driver, self.settings)
+                entry.info = self._boot(entry.driver, self.settings, entry.started)
             except Exception as err:  # recorded; a session waiting for it starts its own
                 entry.error = str(err) or type(err).__name__
             with self._cond:
@@ -235,6 +238,7 @@ class DriverPool:
             wait = self._next_start - time.monotonic()
             if wait <= 0 and self._wanted() and not self._handing_out:
                 workdir = self.root / uuid.uuid4().hex[:12]
+                launched = time.monotonic()
                 try:
                     # Under the lock: a claim must never see the directory before the pid file is in it.
                     driver = self._launch(workdir)
@@ -243,7 +247,7 @@ class DriverPool:
                     self._failed()
                     shutil.rmtree(workdir, ignore_errors=True)
                     continue
-                entry = PooledDriver(workdir, driver)
+                entry = PooledDriver(workdir, driver, launched)
                 self._entries.append(entry)
                 return entry
             self._cond.wait(timeout=min(max(wait, 0.05), CHECK_EVERY) if wait > 0 else CHECK_EVERY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
 
 
@@ -15,3 +16,15 @@ class Principal:
 
     def sees(self, owner: str) -> bool:
         return self.admin or owner == self.name
+
+
+def operator_name() -> str:
+    """The server's OS user, whom the server's own token names (its operator, an admin)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return "operator"
+
+
+def operator() -> Principal:
+    return Principal(operator_name(), admin=True)

@@ -8,8 +8,11 @@ the driver to the session, so that a session ended meanwhile always gets its dri
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from dli_kernel.server.driver_process import Driver, DriverError, PortTaken
 from dli_kernel.server.pool import DriverPool, PooledDriver, stop_leftovers
 from dli_kernel.server.records import ManagedSession
 from dli_kernel.server.settings import ServerSettings
-from dli_kernel.server.spark_conf import driver_env, spark_settings
+from dli_kernel.server.spark_conf import driver_env, executors_asked, expects_executors, spark_settings
 from dli_kernel.server.states import SessionStates
 from dli_kernel.spec import SessionSpec
 
@@ -28,12 +31,17 @@ from dli_kernel.spec import SessionSpec
 Launch = Callable[[Path, Path, dict[str, str]], Driver]
 # Finds the driver a previous server left in a workdir, or None if it is gone.
 Attach = Callable[[Path], Driver | None]
+# Where a start's progress is told: the session's log, or for a pooled driver the server's.
+Note = Callable[[str], None]
+
+log = logging.getLogger("dli_kernel.server")
 
 POOLED_KINDS = ("pyspark", "sql")  # kinds whose driver is the Python kernel the pool starts
 LAUNCH_ATTEMPTS = 3  # a driver that lost a port of its connection file is started again
 READY_TIMEOUT = 60.0  # for a new kernel to answer
 REATTACH_TIMEOUT = 30.0  # for a driver that outlived the previous server to answer
 SLOT_CHECK = 0.5  # seconds between looks at whether a session waiting for a start slot was ended
+EXECUTOR_CHECK = 0.5  # seconds between asks whether the cluster has granted an executor yet
 
 
 class DriverStarter:
@@ -48,19 +56,20 @@ class DriverStarter:
         self._states = states
         self._launch = launch
         self._attach = attach
-        self._env = driver_env(settings.python)
         # Spark drivers started all at once on a small machine share its cores until every one of them
         # is too slow to meet the start timeout; a few at a time, each is up in seconds.
         self._slots = threading.Semaphore(settings.parallel_starts)
         self._leftovers: threading.Thread | None = None
         self.pool: DriverPool | None = None
+        self._pool_env = driver_env(settings.python)
         if settings.pool_size > 0:
             self.pool = DriverPool(
                 settings.pool_size,
                 settings.state_dir / "pool",
                 self.spark_settings(SessionSpec(kind="pyspark"), "dli-kernel-pooled-driver"),
-                launch=lambda workdir: self._launch(workdir, workdir / DRIVER_LOG, self._env),
-                boot=self.boot,
+                # Pooled drivers have no proxy user: sessions with one never take them (see reserve).
+                launch=lambda workdir: self._launch(workdir, workdir / DRIVER_LOG, self._pool_env),
+                boot=self._boot_pooled,
                 refill_delay=settings.pool_refill_delay,
             )
 
@@ -82,20 +91,85 @@ class DriverStarter:
             self._leftovers.join(timeout=5)
 
     def spark_settings(self, spec: SessionSpec, app_name: str) -> dict[str, Any]:
-        return spark_settings(spec, app_name, self.settings.master, self.settings.state_dir)
+        settings = self.settings
+        return spark_settings(spec, app_name, settings.master, settings.state_dir, settings.driver_host)
 
     def session_settings(self, session: ManagedSession) -> dict[str, Any]:
         return self.spark_settings(session.spec, session.spec.name or f"dli-session-{session.id}")
 
-    def boot(self, driver: Driver, settings: dict[str, Any]) -> dict[str, Any]:
-        """Start Spark in a driver that answers; its app info."""
-        return json.loads(
-            driver.call(
-                driver_code.bootstrap(settings),
-                setup=driver_code.RUNTIME_IMPORT,
-                timeout=self.settings.start_timeout,
-            )
+    def boot(
+        self,
+        driver: Driver,
+        settings: dict[str, Any],
+        started: float,
+        note: Note,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
+        """Start Spark in a driver that answers, and on a cluster wait for its first executor; its app info.
+
+        Both must be done by the start timeout, counted from ``started`` (monotonic: the driver's launch).
+        """
+        info = self._bootstrap(driver, settings, started)
+        self._wait_for_executors(driver, settings, started, note, give_up)
+        return info
+
+    def _boot_pooled(self, driver: Driver, settings: dict[str, Any], started: float) -> dict[str, Any]:
+        """``boot`` for the pool, which tells the server's log how it goes (it has no session log)."""
+        return self.boot(
+            driver, settings, started, lambda line: log.info("pooled driver %s: %s", driver.pid, line)
         )
+
+    def _bootstrap(self, driver: Driver, settings: dict[str, Any], started: float) -> dict[str, Any]:
+        """Start Spark in a driver that answers; its app info."""
+        left = started + self.settings.start_timeout - time.monotonic()
+        call = driver_code.bootstrap(settings)
+        return json.loads(driver.call(call, setup=driver_code.RUNTIME_IMPORT, timeout=max(left, 1.0)))
+
+    def _wait_for_executors(
+        self,
+        driver: Driver,
+        settings: dict[str, Any],
+        started: float,
+        note: Note,
+        give_up: Callable[[], bool],
+    ) -> None:
+        """On a cluster master, return once an executor has registered, or ``give_up()`` or the server
+        stops; raise DriverError when none has by the start timeout.
+
+        A cluster master starts the SparkContext before it grants anything, and one that cannot grant the
+        request (too much memory per executor, no free worker) just waits: the first job would hang, the
+        user none the wiser. A start that fails with the reason is something to act on.
+        """
+        if not expects_executors(settings):
+            return
+        deadline = started + self.settings.start_timeout
+        what = executors_asked(settings)
+        waiting = False
+        while not give_up():
+            left = deadline - time.monotonic()
+            call = driver_code.executor_count()
+            count = driver.call(call, setup=driver_code.RUNTIME_IMPORT, timeout=max(left, 1.0))
+            if count > 0:
+                if waiting:
+                    note(f"the cluster granted {count} executor{'' if count == 1 else 's'}")
+                return
+            if left <= 0:
+                raise DriverError(
+                    f"the cluster granted no executor within {self.settings.start_timeout:.0f} s "
+                    f"(asked: {what}); ask for less (executorMemory, executorCores, numExecutors) "
+                    "or check that the cluster has free workers"
+                )
+            if not waiting:
+                note(f"waiting for the cluster to grant executors (asked: {what})")
+                waiting = True
+            if self._states.closing.wait(min(EXECUTOR_CHECK, left)):
+                return
+
+    def _session_wait(self, session: ManagedSession, driver: Driver, started: float) -> None:
+        """Wait for the session's first executor, telling its log; a session ended meanwhile stops it."""
+        note = functools.partial(self._states.log, session)
+        settings = self.session_settings(session)
+        self._wait_for_executors(driver, settings, started, note, lambda: session.stopping)
 
     # -- a new driver ------------------------------------------------------------------------
 
@@ -111,21 +185,36 @@ class DriverStarter:
             while not self._slots.acquire(timeout=SLOT_CHECK):
                 if session.stopping or self._states.closing.is_set():
                     return
+        started = time.monotonic()
         try:
-            info = self._launch_and_boot(session)
+            booted = self._launch_and_boot(session, started)
         finally:
             self._slots.release()
-        with self._states.lock:
-            if info is None or session.stopping:
-                return
-            self._states.ready(session, info, f"Spark application {info['appId']}")
+        if booted is None:
+            return
+        # Outside the start slot: a cluster taking its time costs this machine nothing.
+        driver, info = booted
+        self._session_wait(session, driver, started)
+        self._ready(session, info, f"Spark application {info['appId']}")
 
-    def _launch_and_boot(self, session: ManagedSession) -> dict[str, Any] | None:
+    def _ready(self, session: ManagedSession, info: dict[str, Any], message: str) -> None:
+        """The session is ready, unless it was ended meanwhile; checked under the lock that ``end`` takes,
+        so an end never finds its session made ``idle`` again."""
+        with self._states.lock:
+            # A server stopping meanwhile may have ended the wait for executors: not ready, then.
+            if session.stopping or self._states.closing.is_set():
+                return
+            self._states.ready(session, info, message)
+
+    def _launch_and_boot(
+        self, session: ManagedSession, started: float
+    ) -> tuple[Driver, dict[str, Any]] | None:
         """Start the session's driver kernel and Spark in it; None if the session is stopped meanwhile."""
+        env = driver_env(self.settings.python, session.spec.proxy_user)
         for attempt in range(1, LAUNCH_ATTEMPTS + 1):
             if session.stopping:
                 return None
-            driver = self._launch(session.workdir, session.log_path, self._env)
+            driver = self._launch(session.workdir, session.log_path, env)
             if not self._hand_over(session, driver):
                 return None
             try:
@@ -138,7 +227,7 @@ class DriverStarter:
                 self._states.log(
                     session, "a port picked for the driver was taken before it started; trying again"
                 )
-        return self.boot(driver, self.session_settings(session))
+        return driver, self._bootstrap(driver, self.session_settings(session), started)
 
     def _hand_over(self, session: ManagedSession, driver: Driver) -> bool:
         """Make ``driver`` the session's, so that its end stops it; a session ended meanwhile did not see
@@ -156,7 +245,9 @@ class DriverStarter:
     def reserve(self, spec: SessionSpec) -> PooledDriver | None:
         """A pooled driver for a session with this spec, if it is one the pool's drivers were started
         with. It may wait a moment for a driver just launched: call without the lock."""
-        if self.pool is None or spec.kind not in POOLED_KINDS:
+        # A proxy user is in the driver's environment (HADOOP_USER_NAME), set when it launches; pooled
+        # drivers are launched before anyone asks, so as nobody in particular.
+        if self.pool is None or spec.kind not in POOLED_KINDS or spec.proxy_user:
             return None
         return self.pool.reserve(self.spark_settings(spec, ""))
 
@@ -191,6 +282,7 @@ class DriverStarter:
 
     def reconnect(self, session: ManagedSession) -> None:
         """Attach to the session's driver after a server restart; raises DriverError if it is gone."""
+        started = time.monotonic()
         driver = self._attach(session.workdir)
         if driver is None:
             raise DriverError("the driver process did not survive the server restart")
@@ -202,5 +294,7 @@ class DriverStarter:
         except DriverError:
             # The previous server died while this driver was still starting Spark: finish the job.
             self._states.log(session, "the driver had not finished starting; starting Spark again")
-            info = self.boot(driver, self.session_settings(session))
-        self._states.ready(session, info, "reconnected to the driver")
+            info = self._bootstrap(driver, self.session_settings(session), started)
+        # It may also have stopped while the cluster was still to grant the first executor.
+        self._session_wait(session, driver, started)
+        self._ready(session, info, "reconnected to the driver")

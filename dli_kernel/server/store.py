@@ -60,7 +60,9 @@ class Store:
             by_session: dict[int, list[dict[str, Any]]] = {}
             for session_id, record in statements:
                 by_session.setdefault(session_id, []).append(json.loads(record))
-        return [(json.loads(record), by_session.get(sid, [])) for sid, record in sessions]
+        loaded = [(json.loads(record), by_session.get(sid, [])) for sid, record in sessions]
+        # Session ids are random, so the order sessions were made in is that of their creation times.
+        return sorted(loaded, key=lambda item: item[0].get("created", 0))
 
     def close(self) -> None:
         with self._lock:

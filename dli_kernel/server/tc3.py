@@ -1,8 +1,9 @@
 """Verifying Tencent Cloud's TC3-HMAC-SHA256 request signatures, as DLC's action API checks them.
 
-The embedded server plays DLC with its own token as the SecretKey, so a client signs with
-``Credential(any_secret_id, server_token)``. Written with hashlib/hmac so that the server does not need
-Tencent's SDK; tests/unit/test_tc3.py holds it to the SDK's own signer byte for byte.
+The key a signature is checked with is the caller's to find (``verify`` takes it): on the embedded server
+it is the server token for any SecretId, or a team user's own key (``users.py``). Written with hashlib/hmac
+so that the server does not need Tencent's SDK; tests/unit/test_tc3.py holds it to the SDK's own signer
+byte for byte.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ CHANGES = frozenset(
         "DeleteNotebookSession",
         "CancelNotebookSessionStatement",
     }
+)
+# One sentence for every SecretId, known or not: which SecretIds (user names) a server knows is not told.
+MISMATCH = (
+    "the signature does not match: sign the request with your SecretId and SecretKey (on a one-person "
+    "server, the server token from its server.json as the SecretKey; on a shared one, the pair its operator "
+    "gave you with 'dli-kernel users dlc-key')."
 )
 REPLAY_CAPACITY = 100_000  # signatures remembered at most: a bound on memory, far above any real rate
 # Seconds within which one signature may serve two different actions: an honest client's requests signed
@@ -70,7 +77,7 @@ def parse_authorization(value: str | None) -> Authorization:
     if not value:
         raise SignatureError(
             "AuthFailure.SignatureFailure",
-            f"the request is not signed: send {_FORM}, signed with the server token as the SecretKey.",
+            f"the request is not signed: send {_FORM}, signed with your SecretKey.",
         )
     match = _AUTHORIZATION.fullmatch(value.strip())
     if match is None:
@@ -193,11 +200,7 @@ def verify(
     )
     # Constant time: how long a refusal takes says nothing about how much of the signature was right.
     if not hmac.compare_digest(expected, auth.signature):
-        raise SignatureError(
-            "AuthFailure.SignatureFailure",
-            "the signature does not match: sign the request with the server token as the SecretKey "
-            "(it is in the server's server.json).",
-        )
+        raise SignatureError("AuthFailure.SignatureFailure", MISMATCH)
     return auth
 
 

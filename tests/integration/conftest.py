@@ -21,6 +21,8 @@ from dli_kernel.protocol import ENDED_STATES, STATEMENT_DONE
 
 T = TypeVar("T")
 
+TEAM = ("alice", "bob")  # the users of the shared server besides its operator (server.json's token, an admin)
+
 
 def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.1) -> T | None:
     """``check()``'s first truthy value, or None once ``timeout`` seconds have passed without one."""
@@ -58,8 +60,15 @@ class Server:
     test_fast_paths.py runs its own servers with one.
     """
 
-    def __init__(self, state_dir: Path, extra_args: tuple[str, ...] = (), pool: int = 0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        extra_args: tuple[str, ...] = (),
+        pool: int = 0,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.state_dir = state_dir
+        self.users = users or {}  # user name -> token, for a server started with --users
         self.stderr_path = state_dir.parent / f"{state_dir.name}-stderr.log"
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
@@ -166,6 +175,12 @@ class Server:
 
     def live_sessions(self) -> list[dict[str, Any]]:
         return self.get("/sessions").json()["sessions"]
+
+    def as_user(self, name: str) -> requests.Session:
+        """A requests session carrying the token of user ``name`` of the users file instead."""
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.users[name]}"
+        return http
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
         if self.process.poll() is None:
@@ -284,10 +299,34 @@ def wait_marker(
     wait_until(created, what, timeout, 0.05)
 
 
+def add_users(users_file: Path, state_dir: Path, names: tuple[str, ...]) -> dict[str, str] | None:
+    """Users added to ``users_file`` with ``dli-kernel users add``: their tokens, by name; None if this
+    dli-kernel has no users command."""
+    tokens = {}
+    for name in names:
+        command = [sys.executable, "-m", "dli_kernel", "users", "add", name]
+        done = subprocess.run(
+            [*command, "--users", str(users_file), "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0 and "invalid choice: 'users'" in done.stderr:
+            return None
+        assert done.returncode == 0, done.stderr
+        tokens[name] = done.stdout.strip()
+    return tokens
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    state_dir = tmp_path_factory.mktemp("server") / "state"
-    server = Server(state_dir)
+    """The shared server, with the users alice and bob (tests/integration/test_team.py); the token of
+    server.json is its operator's, an admin's, which every other test uses."""
+    root = tmp_path_factory.mktemp("server")
+    state_dir = root / "state"
+    users_file = root / "users.json"
+    users = add_users(users_file, state_dir, TEAM)
+    server = Server(state_dir, ("--users", str(users_file)) if users else (), users=users)
     yield server
     leaked = server.live_sessions()
     for session in leaked:
@@ -297,7 +336,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert all(wait_gone(pid, timeout=5) for pid in driver_pids(state_dir)), "a driver outlived the server"
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
     assert not (state_dir / "server.json").exists()
-    assert server.token not in server.stderr_path.read_text(errors="replace")
+    logged = server.stderr_path.read_text(errors="replace")
+    assert all(token not in logged for token in (server.token, *server.users.values()))
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ from dli_kernel.server.manager import (
     UnknownId,
     WrongState,
 )
+from dli_kernel.server.principal import Principal
+from dli_kernel.server.settings import ServerSettings
 from dli_kernel.spec import SessionSpec, normalize_kind, parse_number
 
 LOG_LINES = 25
@@ -73,6 +75,7 @@ class FakePool:
 class FakeManager:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.settings = ServerSettings(root / "state")  # the app reads its body limits here
         self.calls = Calls()
         self.sessions: list[FakeSession] = []
         self.pool: FakePool | None = FakePool(self.calls)
@@ -140,11 +143,13 @@ class FakeManager:
 
     # -- the manager's API, as the routes call it ----------------------------------------------
 
-    def get(self, key: str) -> ManagedSession:
+    def get(self, key: str, viewer: Principal | None = None) -> ManagedSession:
         self.calls.note("get")
         if self.fail is not None:
             raise self.fail
         for session in self.sessions:
+            if viewer is not None and not viewer.sees(session.owner):
+                continue
             if key in (str(session.id), session.uuid, session.spec.name):
                 return session
         raise UnknownId(f"session {key!r} does not exist; list sessions to see the ids there are.")
@@ -160,6 +165,7 @@ class FakeManager:
         name: str | None = None,
         cluster: str | None = None,
         owner: str | None = None,
+        viewer: Principal | None = None,
     ) -> list[ManagedSession]:
         self.calls.note("list")
         self.listed.append(
@@ -168,19 +174,20 @@ class FakeManager:
         unknown = set(states) - set(SESSION_STATES)
         if unknown:
             raise Invalid(f"unknown session state {sorted(unknown)[0]!r}.")
+        visible = [s for s in self.sessions if viewer is None or viewer.sees(s.owner)]
         if states:
-            return [s for s in self.sessions if s.state in states]
-        return [s for s in self.sessions if not s.ended]
+            return [s for s in visible if s.state in states]
+        return [s for s in visible if not s.ended]
 
     def create(
-        self, spec: SessionSpec, project_id: str | None = None, owner: str | None = None
+        self, spec: SessionSpec, project_id: str | None = None, owner: Principal | None = None
     ) -> ManagedSession:
         self.calls.note("create")
         if self.closing:
             raise WrongState("the server is shutting down; no new sessions are started.")
         session = self.add_session(spec, state="not_started", project_id=project_id)
-        if owner:
-            session.owner = owner
+        if owner is not None:
+            session.owner = owner.name
         return session
 
     def delete(self, session: ManagedSession) -> None:

@@ -247,6 +247,15 @@ def make_manager(
     return manager
 
 
+def pool_has(manager: SessionManager, **counts: int) -> None:
+    """Wait until the manager's pool has these counts (``ready=1``...)."""
+    assert manager.pool is not None
+    deadline = time.monotonic() + WAIT
+    while any(manager.pool.status()[key] != value for key, value in counts.items()):
+        assert time.monotonic() < deadline, f"the pool has {manager.pool.status()}, not {counts}"
+        time.sleep(POLL)
+
+
 def wait_until(
     manager: SessionManager,
     session: ManagedSession,

@@ -30,7 +30,7 @@ def test_server_defaults_use_the_state_dir_kernels_look_in(tmp_path: Path) -> No
         8998,
         "local[*]",
         False,
-        1,
+        None,  # serve() picks it by the master: 1 on a local one, 0 on a cluster
     )
 
 

@@ -42,6 +42,7 @@ def test_the_error_hierarchy_readme_describes() -> None:
     names = re.findall(r"`(\w+)`", sentence.group(1))
     assert set(names) == {
         "ConnectionFailed",
+        "TlsFailed",
         "ServerError",
         "BadRequest",
         "Unauthorized",

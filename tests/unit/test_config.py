@@ -619,3 +619,78 @@ def test_explicit_tc3_auth_on_a_livy_shaped_dialect_is_refused_without_keys(
     path = config({"url": "https://gw.example.com", "auth": "tc3"})
     with pytest.raises(ConfigError, match="needs secret id"):
         load_settings(env={}, config_file=path)
+
+
+# -- TLS: the CA bundle ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path) -> Path:
+    trustme = pytest.importorskip("trustme")
+    path = tmp_path / "team-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_the_ca_bundle_from_the_environment_is_what_the_client_verifies_with(
+    missing: Path, ca_file: Path
+) -> None:
+    env = {"DLI_KERNEL_URL": "https://dli-server:8998", "DLI_KERNEL_CA_BUNDLE": str(ca_file)}
+    settings = load_settings(env=env, config_file=missing)
+    assert settings.endpoint is not None
+    assert settings.endpoint.ca_bundle == settings.ca_bundle == str(ca_file)
+    assert "DLI_KERNEL_CA_BUNDLE" in settings.source
+    assert f"ca_bundle={str(ca_file)!r}" in repr(settings.endpoint)
+    with settings.endpoint.client() as client:
+        assert client._http.verify == str(ca_file)
+
+
+def test_the_ca_bundle_from_the_file_and_the_environment_over_it(
+    config, ca_file: Path, tmp_path: Path
+) -> None:
+    path = config({"url": "https://dli-server:8998", "ca_bundle": str(ca_file)})
+    assert load_settings(env={}, config_file=path).ca_bundle == str(ca_file)
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(ca_file.read_bytes())
+    settings = load_settings(env={"DLI_KERNEL_CA_BUNDLE": str(other)}, config_file=path)
+    assert settings.ca_bundle == str(other)
+
+
+def test_without_a_ca_bundle_certificates_are_still_verified(missing: Path) -> None:
+    settings = load_settings(env={"DLI_KERNEL_URL": "https://dli-server:8998"}, config_file=missing)
+    assert settings.endpoint is not None and settings.endpoint.ca_bundle is None
+    with settings.endpoint.client() as client:
+        assert client._http.verify is True
+
+
+def test_the_ca_bundle_is_kept_for_the_embedded_server(missing: Path, ca_file: Path) -> None:
+    settings = load_settings(env={"DLI_KERNEL_CA_BUNDLE": str(ca_file)}, config_file=missing)
+    assert settings.endpoint is None
+    assert settings.ca_bundle == str(ca_file)
+
+
+def test_a_ca_bundle_that_does_not_exist_or_holds_no_certificate_is_one_sentence(
+    missing: Path, tmp_path: Path
+) -> None:
+    nowhere = tmp_path / "nowhere.pem"
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    for value, expected in (
+        (
+            str(nowhere),
+            f"DLI_KERNEL_CA_BUNDLE must name the file of the CA certificate (PEM) that signed "
+            f"the server's certificate (got {str(nowhere)!r}, which does not exist).",
+        ),
+        (str(not_pem), f"DLI_KERNEL_CA_BUNDLE names {not_pem}, which holds no PEM certificate"),
+    ):
+        env = {"DLI_KERNEL_URL": "https://dli-server:8998", "DLI_KERNEL_CA_BUNDLE": value}
+        with pytest.raises(ConfigError) as info:
+            load_settings(env=env, config_file=missing)
+        assert str(info.value).startswith(expected)
+        assert_one_sentence(str(info.value))
+
+
+def test_a_ca_bundle_in_the_file_must_be_a_path(config) -> None:
+    path = config({"url": "https://dli-server:8998", "ca_bundle": False})
+    with pytest.raises(ConfigError, match=r"ca_bundle must name the file of the CA .* \(got a boolean\)\."):
+        load_settings(env={}, config_file=path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dli_kernel.protocol import SERVER_TOKEN_ENV
 from dli_kernel.server import driver_code
 from dli_kernel.server.records import Statement
 from dli_kernel.server.spark_conf import driver_env, spark_settings
@@ -47,10 +48,12 @@ def test_a_cluster_master_is_kept(tmp_path: Path) -> None:
 
 def test_driver_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JPY_PARENT_PID", "123")
+    monkeypatch.setenv(SERVER_TOKEN_ENV, "not-for-drivers")
     env = driver_env("/opt/python3")
     assert (env["PYSPARK_PYTHON"], env["PYSPARK_DRIVER_PYTHON"]) == ("/opt/python3", "/opt/python3")
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
     assert "JPY_PARENT_PID" not in env
+    assert SERVER_TOKEN_ENV not in env
 
 
 HOSTILE = "x'); import os; os.system('echo pwned'); ('\"\\\n"
@@ -90,3 +93,8 @@ def test_bootstrap_carries_the_settings_as_one_json_literal() -> None:
     call = call_of(driver_code.bootstrap(settings))
     assert ast.unparse(call.func) == "_dli.bootstrap"
     assert json.loads(ast.literal_eval(call.args[0])) == settings
+
+
+def test_the_executor_count_is_one_call_of_the_runtime() -> None:
+    call = call_of(driver_code.executor_count())
+    assert ast.unparse(call) == "_dli.executor_count()"

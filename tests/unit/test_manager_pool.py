@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +12,9 @@ from dli_kernel.server.driver_process import DriverError
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.spec import SessionSpec
 from tests.unit.manager_fakes import (
-    POLL,
-    WAIT,
     FakeLauncher,
     make_manager,
+    pool_has,
     state_history,
     wait_state,
 )
@@ -50,14 +48,6 @@ def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
 def held(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
     with pooled_manager(tmp_path, launcher, held=True) as manager:
         yield manager
-
-
-def pool_has(manager: SessionManager, **counts: int) -> None:
-    assert manager.pool is not None
-    deadline = time.monotonic() + WAIT
-    while any(manager.pool.status()[key] != value for key, value in counts.items()):
-        assert time.monotonic() < deadline, f"the pool has {manager.pool.status()}, not {counts}"
-        time.sleep(POLL)
 
 
 def test_a_session_takes_a_ready_pooled_driver_at_once(

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.server.manager import SESSION_IDS, ManagedSession, Statement
 from dli_kernel.spec import SessionSpec
 from tests.unit.manager_fakes import FakeDriver, FakeLauncher, RecordingStore, make_manager, wait_state
 
 
-def saved(store: RecordingStore, tmp_path: Path, session_id: int, state: str, *statements: Statement) -> Path:
+def saved(
+    store: RecordingStore,
+    tmp_path: Path,
+    session_id: int,
+    state: str,
+    *statements: Statement,
+    created: int | None = None,
+) -> Path:
     workdir = tmp_path / "state" / "sessions" / str(session_id)
     workdir.mkdir(parents=True)
     session = ManagedSession(
@@ -22,6 +30,8 @@ def saved(store: RecordingStore, tmp_path: Path, session_id: int, state: str, *s
         state=state,
         app_id="local-old",
     )
+    if created is not None:
+        session.created = created
     store.save_session(session_id, session.record())
     for statement in statements:
         store.save_statement(session_id, statement.id, statement.record())
@@ -80,5 +90,32 @@ def test_recovery_reattaches_live_drivers_and_reports_gone_ones_dead(tmp_path: P
 
         assert launcher.drivers == []  # nothing was started anew
         assert [s.id for s in manager.list()] == [0, 3]
+    finally:
+        manager.close()
+
+
+
+def test_a_restarted_manager_lists_sessions_in_the_order_they_were_made(tmp_path: Path) -> None:
+    """Livy ids are random, so the order sessions were made in is their creation times', not their ids'."""
+    (tmp_path / "state").mkdir()
+    store = RecordingStore(tmp_path / "state" / "sessions.db")
+    for session_id, created in ((900_000, 1), (100_000, 3), (500_000, 2)):
+        saved(store, tmp_path, session_id, "killed", created=created)
+    manager = make_manager(tmp_path, FakeLauncher(), store=store)
+    try:
+        assert [s.id for s in manager.list(["killed"])] == [900_000, 500_000, 100_000]
+    finally:
+        manager.close()
+
+
+def test_livy_ids_are_random_and_say_nothing_of_how_many_sessions_were_made(tmp_path: Path) -> None:
+    manager = make_manager(tmp_path, FakeLauncher())
+    try:
+        ids = [manager.create(SessionSpec(kind="pyspark")).id for _ in range(5)]
+        assert all(session_id in SESSION_IDS for session_id in ids)
+        assert len(set(ids)) == 5
+        # Counting up would give differences of 1: the chance that random ids do is one in 10**23.
+        assert [b - a for a, b in itertools.pairwise(ids)] != [1] * 4
+        assert [s.id for s in manager.list()] == ids  # still listed in the order they were made
     finally:
         manager.close()

@@ -48,7 +48,7 @@ def test_the_manager_finds_no_session_or_statement_by_them(manager: SessionManag
     assert len(str(caught.value)) < 300
     with pytest.raises(UnknownId):
         manager.statement(sessions[2], key.replace("2", "0"))
-    assert manager.get("2") is sessions[2] and manager.statement(sessions[2], "0").code == "1"
+    assert manager.get(str(sessions[2].id)) is sessions[2] and manager.statement(sessions[2], "0").code == "1"
 
 
 @pytest.mark.parametrize(
