@@ -78,6 +78,19 @@ class ServerError(ClientError):
         self.status = status
 
 
+def with_note(err: ClientError, note: str) -> ClientError:
+    """``err`` of the same kind (and status, code) with ``note``, a sentence about what was done, after it."""
+    message = f"{err} {note}"
+    if isinstance(err, ServerError):
+        return ServerError(message, err.status)
+    if isinstance(err, RequestRejected):
+        return type(err)(message, err.status, err.code)
+    try:
+        return type(err)(message)
+    except TypeError:  # a subclass with arguments of its own: the note matters more than the kind
+        return ConnectionFailed(message)
+
+
 class RequestRejected(ClientError):
     """The server refused the request (4xx, or a DLC error answer: then ``code`` is DLC's error code)."""
 

@@ -36,7 +36,9 @@ from dli_kernel.client.errors import (
     StatementTimeout,
     rejection_for,
     tls_failed,
+    with_note,
 )
+from dli_kernel.client.landing import resolve_submit
 from dli_kernel.client.models import LogPage, SessionInfo, StatementInfo
 from dli_kernel.client.polling import Pacer
 from dli_kernel.client.results import DataFrameResult
@@ -59,10 +61,6 @@ CLOCK_SKEW = 300.0
 _NOT_ADOPTED = (
     "No live session named {name!r} made by this request could be found, so none was adopted and none was "
     "started again; list the sessions to see."
-)
-_GATEWAY_ERROR = (
-    "The statement is not in the session's list yet, but this error may come from a gateway while the "
-    "statement is still being made, so it was not sent again; list the statements to see."
 )
 LONG_POLL = 5.0  # seconds a wait_statement request may be held by a server that long-polls
 
@@ -135,7 +133,7 @@ class SessionsClient:
             # The server may have created it before the failure: find it rather than start a twin.
             found = find_created_session(self, spec.name, sent_at)
             if found is None:
-                raise _with_note(err, _NOT_ADOPTED.format(name=spec.name)) from None
+                raise with_note(err, _NOT_ADOPTED.format(name=spec.name)) from None
             self.track(found.id)
             return found
         self._last_statement[session.id] = -1  # a new session has no statements
@@ -192,7 +190,15 @@ class SessionsClient:
         except (ConnectionFailed, ServerError) as err:
             if not _ambiguous(err):
                 raise  # nothing reached the server; the caller may simply try again
-            resolved = self._resolve_ambiguous_submit(session_id, code, err)
+            resolved = resolve_submit(
+                self,
+                session_id,
+                code,
+                err,
+                self._last_statement.get(key),
+                pauses=self.retry_delays,
+                server_answer_means_not_recorded=self.dialect.error_means_not_recorded,
+            )
             # None: it did not land, so sending it again is safe
             statement = resolved if resolved is not None else self.dialect.read_statement(self._call(call))
         self._last_statement[key] = statement.id
@@ -206,31 +212,6 @@ class SessionsClient:
         """
         ids = [statement.id for statement in self.list_statements(session_id)]
         self._last_statement[str(session_id)] = max(ids, default=-1)
-
-    def _resolve_ambiguous_submit(
-        self, session_id: str | int, code: str, err: ClientError
-    ) -> StatementInfo | None:
-        """After a POST that may have landed: the statement it made, or None if sending again is safe."""
-        last = self._last_statement.get(str(session_id))
-        if last is None:
-            raise _with_note(
-                err,
-                "The statement may or may not have started, and this client does not know the session's "
-                "statements well enough to tell, so it was not sent again; list the statements to see.",
-            ) from None
-        for statement in self.list_statements(session_id):
-            if statement.id > last and statement.code == code:
-                return statement
-        if isinstance(err, ServerError) and self.dialect.error_means_not_recorded:
-            return None  # the server answered and did not record it: it did not land
-        if isinstance(err, ServerError):
-            raise _with_note(err, _GATEWAY_ERROR) from None
-        # No answer at all: the server may still be taking it. Sending again could run it twice.
-        raise _with_note(
-            err,
-            "The statement is not in the session's list yet but may still start, so it was not sent "
-            "again; list the statements to see.",
-        ) from None
 
     def get_statement(
         self, session_id: str | int, statement_id: int, wait: float | None = None
@@ -443,6 +424,9 @@ class SessionsClient:
             raise ConnectionFailed(f"{what}: no answer within {timeout[1]:g} s.") from None
         except requests.exceptions.SSLError as err:
             raise tls_failed(what, err) from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+            # The answer was cut short: the request reached the server and may have been carried out.
+            raise ConnectionFailed(f"{what}: the answer broke off ({type(err).__name__}).") from None
         except requests.ConnectionError as err:
             if _never_connected(err):
                 raise _NotSent(f"{what}: could not connect (is the server running?).") from None
@@ -477,13 +461,6 @@ def shown_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-
-
-def _with_note(err: ClientError, note: str) -> ClientError:
-    message = f"{err} {note}"
-    if isinstance(err, ServerError):
-        return ServerError(message, err.status)
-    return ConnectionFailed(message)
 
 
 def find_created_session(client: SessionsClient, name: str, sent_at: float) -> SessionInfo | None:

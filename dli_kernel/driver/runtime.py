@@ -7,6 +7,7 @@ the progress file this module writes. Keep it importable without the rest of the
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import decimal
 import json
@@ -16,6 +17,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,7 @@ def bootstrap(settings_json: str) -> str:
     from pyspark.sql import SparkSession
 
     settings = json.loads(settings_json)
+    _adopt_orphans()
     conf = dict(settings["conf"])
     # Classes the Scala interpreter compiles go here, and executors fetch them through the URI Spark
     # derives from it when the context starts; set for every session, as it cannot be added later.
@@ -90,7 +93,67 @@ def _warning_to_log(
 
 def app_info() -> str:
     sc = _session().sparkContext
-    return json.dumps({"appId": sc.applicationId, "sparkUiUrl": sc.uiWebUrl})
+    # The JVM's pid lets the server tell a driver whose JVM died from one that is merely busy.
+    jvm: Any = sc._jvm
+    jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
+    return json.dumps({"appId": sc.applicationId, "sparkUiUrl": sc.uiWebUrl, "jvmPid": jvm_pid})
+
+
+# -- processes the session's code starts ---------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+ORPHAN_REAP_EVERY = 5.0
+ORPHAN_REAPER = "dli-orphan-reaper"  # the thread's name
+
+
+def _adopt_orphans() -> None:
+    """Make this kernel the child subreaper of what it starts (Linux): a process the session's code
+    starts and leaves behind (a double fork, a daemon) is re-parented to the kernel rather than to init,
+    so the server, which stops every process below the kernel, finds it when the session ends."""
+    if not sys.platform.startswith("linux") or any(t.name == ORPHAN_REAPER for t in threading.enumerate()):
+        return  # not Linux, or done by an earlier bootstrap of this kernel
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    threading.Thread(target=_reap_adopted, name=ORPHAN_REAPER, daemon=True).start()
+
+
+def _reap_adopted() -> None:
+    """Collect the exit of adopted orphans, which would otherwise stay zombies of the kernel.
+
+    Only processes first seen further down the tree are waited for: a child the code started itself is
+    its own to wait for (``subprocess`` would get no exit status if we took it first). A process is
+    (pid, start time), so a pid reused by a new child of the code is never taken for an orphan.
+    """
+    me = os.getpid()
+    grandchildren: set[tuple[int, int]] = set()  # seen below us, not as our children: adoptable
+    while True:
+        table: dict[tuple[int, int], tuple[int, str]] = {}  # process -> (parent pid, state)
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+                    table[(int(name), int(fields[19]))] = (int(fields[1]), fields[0])
+        children: dict[int, list[tuple[int, int]]] = {}
+        for process, (parent, _) in table.items():
+            children.setdefault(parent, []).append(process)
+        for process in children.get(me, ()):
+            if process in grandchildren and table[process][1] == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(process[0], os.WNOHANG)
+        below = [p for child in children.get(me, ()) for p in children.get(child[0], ())]
+        seen = set()
+        while below:
+            process = below.pop()
+            seen.add(process)
+            below.extend(children.get(process[0], ()))
+        grandchildren = (grandchildren & set(table)) | seen
+        time.sleep(ORPHAN_REAP_EVERY)
 
 
 def executor_count() -> int:

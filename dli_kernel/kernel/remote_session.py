@@ -21,6 +21,7 @@ from dli_kernel.client import (
     SessionsClient,
     StatementInfo,
 )
+from dli_kernel.client.errors import with_note
 from dli_kernel.client.polling import Pacer
 from dli_kernel.client.results import require_arrow
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, EXT_WAIT
@@ -28,12 +29,16 @@ from dli_kernel.spec import SessionSpec
 
 START_TIMEOUT = 600.0
 LOG_EVERY = 0.5
-HEARTBEAT_EVERY = 30.0
+HEARTBEAT_EVERY, MIN_BEAT_EVERY = 30.0, 1.0
 # Seconds a statement GET may be held by a server that long-polls: short while someone wants progress,
 # log lines or a cancel to go out (they happen between requests), longer when nobody does.
 LONG_POLL, QUIET_LONG_POLL = 0.25, 5.0
 # Seconds a session GET may be held while the session starts: the status line counts whole seconds.
 START_LONG_POLL = 1.0
+_UNFOLLOWED = (
+    "Statement {statement} was started on session {session} and may still be running; this cell stopped "
+    "following it, so its output is not shown here."
+)
 
 
 class SessionFailed(Exception):
@@ -104,9 +109,20 @@ class RemoteSession:
             self._heartbeat = threading.Thread(target=self._beat, name="dli-session-heartbeat", daemon=True)
             self._heartbeat.start()
 
+    def beat_every(self) -> float:
+        """Seconds between beats: every 30 s, or four per timeout when the session's (heartbeat or ttl) is
+        shorter than two minutes, so that two lost beats in a row still leave it alive."""
+        reported = self.info.raw.get("heartbeatTimeoutInSecond") if self.info else None
+        heartbeat = self.spec.heartbeat_timeout_s
+        if isinstance(reported, int) and not isinstance(reported, bool):
+            heartbeat = reported  # an attached session's own, or what the server made of ours
+        limits = [limit for limit in (heartbeat, self.spec.ttl_s or 0) if limit > 0]
+        # Not below a second: another server's tiny timeout is kept up as well as a beat a second can.
+        return max(MIN_BEAT_EVERY, min([HEARTBEAT_EVERY, *(limit / 4 for limit in limits)]))
+
     def _beat(self) -> None:
         """Any request naming the session is a heartbeat; this keeps an idle notebook's session alive."""
-        while not self._closing.wait(HEARTBEAT_EVERY):
+        while not self._closing.wait(self.beat_every()):
             info = self.info
             # A missed beat is retried; an ended session is reported by the next cell.
             with contextlib.suppress(ClientError):
@@ -238,14 +254,17 @@ class RemoteSession:
         last_log = time.monotonic()
         cancel_sent = False
         while not statement.done:
-            if interrupted is not None and interrupted.is_set() and not cancel_sent:
-                self.client.cancel(session_id, statement.id)
-                cancel_sent = True
-            wait = pacer.pace()
             try:
+                if interrupted is not None and interrupted.is_set() and not cancel_sent:
+                    self.client.cancel(session_id, statement.id)
+                    cancel_sent = True
+                wait = pacer.pace()
                 statement = self.client.get_statement(session_id, statement.id, wait=wait)
             except NotFound as err:
                 raise SessionFailed(self._lost_message(err)) from None
+            except ClientError as err:
+                # Retries (GETs) gave up: the statement itself was sent once and goes on, unwatched.
+                raise with_note(err, _UNFOLLOWED.format(statement=statement.id, session=session_id)) from None
             if on_progress and statement.state == "running":
                 on_progress(Progress(statement.state, statement.progress, pacer.elapsed))
             if on_log and time.monotonic() - last_log > LOG_EVERY:

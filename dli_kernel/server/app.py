@@ -16,7 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import Lifespan, Scope
 
 from dli_kernel.protocol import DLC_PATH
-from dli_kernel.server import endpoints
+from dli_kernel.server import endpoints, openapi, output_http
 from dli_kernel.server.auth import TokenAuth
 from dli_kernel.server.body_limit import BodyLimit
 from dli_kernel.server.dlc_actions import DlcActions
@@ -24,6 +24,7 @@ from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.server.principal import operator_name
+from dli_kernel.server.ui_proxy import ui_routes
 from dli_kernel.server.users import SingleToken, Users
 
 
@@ -47,6 +48,7 @@ def session_routes(family: Family) -> list[Route]:
         route(session + "/statements", endpoints.submit_statement, "POST"),
         route(statement, endpoints.get_statement, "GET"),
         route(statement + "/result", endpoints.statement_result, "GET"),
+        route(statement + "/output", output_http.statement_output, "GET"),
         route(statement + "/cancel", endpoints.cancel_statement, "POST"),
         route(session + "/completion", endpoints.completion, "POST"),
     ]
@@ -82,8 +84,10 @@ def create_app(
         routes=[
             Route("/version", endpoints.version, methods=["GET"]),
             Route("/pool", endpoints.pool_status, methods=["GET"]),
+            Route("/openapi.json", openapi.serve, methods=["GET"]),
             *livy,
             *dli,
+            *ui_routes(),
             dlc,
         ],
         exception_handlers=EXCEPTION_HANDLERS,

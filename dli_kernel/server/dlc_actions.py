@@ -6,7 +6,9 @@ sessions, as on the other paths.
 
 DLC answers everything with HTTP 200: ``{"Response": {...fields, "RequestId"}}``, or ``{"Response":
 {"Error": {"Code", "Message"}, "RequestId"}}`` when it refuses. Each action reads its whole request
-(``dlc_params``) before it asks the manager for anything, and does the manager's work in a worker thread.
+(``dlc_params``) before it asks the manager for anything. Everything after the body is received (the
+signature's hash of it, parsing it, the manager's work, rendering the answer) happens in a worker thread,
+so a large body never stalls other requests.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, DLC_API_VERSION, DLC_MAX_RESULTS, SESSION_STATES
 from dli_kernel.server import tc3
+from dli_kernel.server.answers import JSONAnswer
 from dli_kernel.server.dlc_params import (
     DlcError,
     Fields,
@@ -54,6 +57,7 @@ from dli_kernel.server.manager import (
     Statement,
     UnknownId,
 )
+from dli_kernel.server.params import find_session, find_statement
 from dli_kernel.server.principal import Principal
 from dli_kernel.server.users import Users
 from dli_kernel.spec import SpecError, parse_number, shown
@@ -87,11 +91,11 @@ class Call:
     body: dict[str, Any]
 
 
-def _answer(request_id: str, fields: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"Response": {**fields, "RequestId": request_id}})
+def _answer(request_id: str, fields: dict[str, Any]) -> JSONAnswer:
+    return JSONAnswer({"Response": {**fields, "RequestId": request_id}})
 
 
-def _error(request_id: str, code: str, message: str) -> JSONResponse:
+def _error(request_id: str, code: str, message: str) -> JSONAnswer:
     return _answer(request_id, {"Error": {"Code": code, "Message": message}})
 
 
@@ -104,37 +108,48 @@ class DlcActions:
     def __repr__(self) -> str:
         return "DlcActions()"
 
-    async def dispatch(self, request: Request) -> JSONResponse:
-        request_id = str(uuid.uuid4())
+    async def dispatch(self, request: Request) -> JSONAnswer:
         raw = await request.body()
-        now = time.time()
+        signed = Signed(
+            request.method, request.url.path, request.url.query, request.headers, raw, time.time()
+        )
+        return await run_in_threadpool(self._serve, request.app.state, signed)
+
+    def _serve(self, state: Any, signed: Signed) -> JSONAnswer:
+        request_id = str(uuid.uuid4())
+        headers = signed.headers
         try:
-            state = request.app.state
-            secret_key, principal = _signer(state.users, request.headers.get("authorization"))
+            secret_key, principal = _signer(state.users, headers.get("authorization"))
             auth = tc3.verify(
-                secret_key,
-                request.method,
-                request.url.path,
-                request.url.query,
-                request.headers,
-                raw,
-                now,
+                secret_key, signed.method, signed.path, signed.query, headers, signed.raw, signed.now
             )
             if principal is None:  # a key nobody has signed it: never, but never let it through either
                 raise tc3.SignatureError("AuthFailure.SignatureFailure", tc3.MISMATCH)
-            action = request.headers.get("x-tc-action")
-            self._replays.check(auth.signature, action or "", now)
-            handler = _handler(request.headers.get("x-tc-version"), action)
-            call = Call(state.manager, state.base_url, principal, parse_body(raw))
-            return _answer(request_id, await run_in_threadpool(_run, handler, call))
+            action = headers.get("x-tc-action")
+            self._replays.check(auth.signature, action or "", signed.now)
+            handler = _handler(headers.get("x-tc-version"), action)
+            call = Call(state.manager, state.base_url, principal, parse_body(signed.raw))
+            return _answer(request_id, _run(handler, call))
         except (tc3.SignatureError, DlcError) as err:
             return _error(request_id, err.code, str(err))
         except Exception:
             # DLC's shape even now: a client learns the request id to quote, never the server's details.
-            log.exception("unexpected error in DLC action %s", request.headers.get("x-tc-action"))
+            log.exception("unexpected error in DLC action %s", headers.get("x-tc-action"))
             return _error(
                 request_id, "InternalError", f"internal server error; see the server log ({request_id})."
             )
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a signed request says, as received."""
+
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    raw: bytes
+    now: float
 
 
 def _signer(users: Users, authorization: str | None) -> tuple[str, Principal | None]:
@@ -180,7 +195,7 @@ def _run(handler: Callable[[Call], dict[str, Any]], call: Call) -> dict[str, Any
 def _session(call: Call, session_id: str) -> ManagedSession:
     """The session a request names; every request on a session counts as its heartbeat."""
     try:
-        session = call.manager.get(session_id, call.principal)
+        session = find_session(call.manager, session_id, call.principal)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound.SessionNotFound",
@@ -192,10 +207,8 @@ def _session(call: Call, session_id: str) -> ManagedSession:
 
 def _statement(call: Call, session: ManagedSession, statement_id: str) -> Statement:
     try:
-        # Only ASCII digits name a statement: '²' or a 5000-digit string is nobody's id.
-        if parse_number(statement_id) is None:
-            raise UnknownId(statement_id)
-        return call.manager.statement(session, statement_id)
+        # Only ASCII digits without a leading zero name a statement: '²', '00' or 5000 digits name none.
+        return find_statement(call.manager, session, statement_id)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound",
@@ -289,7 +302,7 @@ def describe_sessions(call: Call) -> dict[str, Any]:
         "TotalPages": math.ceil(len(sessions) / limit),
         "Page": offset // limit + 1,
         "Size": limit,
-        "Sessions": [session_summary(s) for s in sessions[offset : offset + limit]],
+        "Sessions": [session_summary(s, call.base_url) for s in sessions[offset : offset + limit]],
     }
 
 
@@ -381,7 +394,7 @@ def statement_sql_result(call: Call) -> dict[str, Any]:
     fields.string("BatchId")
     session = _session(call, task.session)
     statement = _statement(call, session, task.statement)
-    return sql_result(session, statement, start, limit, cut)
+    return sql_result(session, statement, start, limit, cut, call.base_url)
 
 
 ACTIONS: dict[str, Callable[[Call], dict[str, Any]]] = {

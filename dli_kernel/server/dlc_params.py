@@ -6,16 +6,17 @@ Everything here runs before the manager is asked for anything, so a bad request 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dli_kernel.protocol import DLC_CU_CORES, DLC_CU_MEMORY_MB, DLC_REFUSED_KINDS, DLC_SIZES, KINDS
+from dli_kernel.server import json_body
 from dli_kernel.spec import (
     SessionSpec,
     SpecError,
     json_type,
+    parse_id,
     parse_number,
     shown,
     smallest_dlc_size,
@@ -44,12 +45,12 @@ def invalid(message: str) -> DlcError:
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
+    """The action's parameters: a JSON object read as every route reads bodies (``json_body``). Call it in
+    a worker thread: a large body keeps the CPU busy."""
     try:
-        body = json.loads(raw)
-    except ValueError as err:
-        raise DlcError("InvalidParameter", f"the request body is not valid JSON: {err}.") from None
+        body = json_body.load_json(raw)
+    except json_body.BodyError as err:
+        raise DlcError("InvalidParameter", str(err)) from None
     if not isinstance(body, dict):
         raise DlcError("InvalidParameter", f"the request body must be a JSON object (got {json_type(body)}).")
     return body
@@ -253,7 +254,7 @@ class TaskId:
     @classmethod
     def parse(cls, value: str) -> TaskId:
         session, _, statement = value.rpartition(".")
-        if not session or parse_number(statement) is None:
+        if not session or parse_id(statement) is None:
             raise DlcError(
                 "ResourceNotFound",
                 f"task {shown(value)} does not exist: a TaskId is the one a statement's description gives.",

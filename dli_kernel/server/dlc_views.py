@@ -12,6 +12,8 @@ from typing import Any
 from dli_kernel.protocol import DLC_UTC_OFFSET_HOURS, SESSION_STATES, SQL_RESULT_MIME, STATEMENT_DONE
 from dli_kernel.server.dlc_params import MAX_EXECUTORS, DlcError, TaskId, size_name
 from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.server.outputs import load
+from dli_kernel.server.views import spark_ui_url
 from dli_kernel.spec import parse_number
 
 # DLC's session states are ours but `recovering`: a session the server is reattaching to its driver after
@@ -61,7 +63,7 @@ def _sizes(session: ManagedSession) -> dict[str, Any]:
     }
 
 
-def _common(session: ManagedSession) -> dict[str, Any]:
+def _common(session: ManagedSession, base_url: str) -> dict[str, Any]:
     """What NotebookSessionInfo and NotebookSessions both have."""
     spec = session.spec
     return {
@@ -73,7 +75,7 @@ def _common(session: ManagedSession) -> dict[str, Any]:
         "State": dlc_state(session.state),
         "SparkAppId": session.app_id or "",
         "CreateTime": dlc_time(session.created),
-        "SparkUiUrl": session.ui_url or "",
+        "SparkUiUrl": spark_ui_url(session, base_url) or "",
         "SessionType": SESSION_TYPE,
         "DataEngineId": spec.cluster_name or "",
         "ResourceGroupId": "",
@@ -87,7 +89,7 @@ def session_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
     spec = session.spec
     sizes = _sizes(session)
     return {
-        **_common(session),
+        **_common(session, base_url),
         **sizes,
         "Arguments": pairs(dict(spec.conf)),
         "ProgramDependentFiles": list(spec.files),
@@ -98,7 +100,7 @@ def session_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
         "AppInfo": pairs(
             {
                 "driverLogUrl": f"{base_url}/sessions/{session.id}/log",
-                "sparkUiUrl": session.ui_url or "",
+                "sparkUiUrl": spark_ui_url(session, base_url) or "",
                 "livySessionId": str(session.id),
                 "creator": session.owner,
             }
@@ -108,10 +110,10 @@ def session_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
     }
 
 
-def session_summary(session: ManagedSession) -> dict[str, Any]:
+def session_summary(session: ManagedSession, base_url: str) -> dict[str, Any]:
     """NotebookSessions: one row of DescribeNotebookSessions."""
     return {
-        **_common(session),
+        **_common(session, base_url),
         "LastRunningTime": dlc_time(session.updated),
         "Creator": session.owner,
         "KernelId": "",
@@ -124,7 +126,8 @@ def _data_value(value: Any) -> str:
 
 def _sql_rows(statement: Statement) -> dict[str, Any] | None:
     """The Livy SQL result (schema, data, total) of a finished SQL statement; None for any other."""
-    output = statement.output or {}
+    # DLC's answers are whole JSON documents: a spilled output is read back for the request's time.
+    output = load(statement.output) or {}
     if statement.kind != "sql" or output.get("status") != "ok":
         return None
     result = output.get("data", {}).get(SQL_RESULT_MIME)
@@ -133,7 +136,7 @@ def _sql_rows(statement: Statement) -> dict[str, Any] | None:
 
 def statement_output(statement: Statement) -> dict[str, Any] | None:
     """StatementOutput, or None while the statement has none."""
-    output = statement.output
+    output = load(statement.output)
     if output is None:
         return None
     data = output.get("data") or {}
@@ -201,7 +204,7 @@ def _column(position: int, field: dict[str, Any]) -> dict[str, Any]:
 
 
 def sql_result(
-    session: ManagedSession, statement: Statement, start: int, limit: int, cut: int
+    session: ManagedSession, statement: Statement, start: int, limit: int, cut: int, base_url: str
 ) -> dict[str, Any]:
     """DescribeNotebookSessionStatementSqlResult's answer: ``limit`` rows from ``start``, as DLC's JSON
     string of rows (each a list of values); NextToken is where the next page starts, empty after the last.
@@ -237,5 +240,5 @@ def sql_result(
         "UseTime": max(statement.completed - statement.started, 0),
         "AffectRows": int(rows.get("total", len(data))),
         "DataAmount": 0,
-        "UiUrl": session.ui_url or "",
+        "UiUrl": spark_ui_url(session, base_url) or "",
     }

@@ -26,11 +26,14 @@ from typing import Any
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
-from dli_kernel.processes import pid_alive
+from dli_kernel.processes import ProcessId, descendants, is_running, pid_alive, process_id, stop_all
 from dli_kernel.server import driver_code
 
 CONNECTION_FILE = "kernel.json"
 PID_FILE = "driver.pid"
+# The driver's Spark JVM, "pid start-time", written once Spark is up: the session's health includes it,
+# and a restarted server reads it to check a driver it reattaches to.
+JVM_PID_FILE = "jvm.pid"
 REPLY_GRACE = 2.0  # seconds to wait for an execute reply once the kernel said idle
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -111,6 +114,10 @@ class Driver:
         self._client = self._connect()
         self._lock = threading.Lock()  # one request at a time on this client's shell socket
         self._launch_log = launch_log
+        self._known: set[ProcessId] = set()  # processes seen below the kernel (``track``)
+        # The kernel as a process: its pid, once it is gone, may be another process's, not to be stopped.
+        self._kernel = process_id(pid)
+        self._interrupted = False  # the running statement was interrupted (cancelled)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -210,7 +217,12 @@ class Driver:
         raise DriverError(f"the driver did not answer within {timeout:.0f} s")
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop the kernel and everything it started (the JVM is in its process group)."""
+        """Stop the kernel and every process below it: the JVM, and whatever the session's code started,
+        also in process groups or sessions of its own (``setsid``, ``start_new_session``)."""
+        # Taken first: once the kernel has exited, its children are the init process's and the parent
+        # links that lead to them are gone. Orphans the code made earlier were adopted by the kernel
+        # (a child subreaper, see runtime.bootstrap), or are in what ``track`` saw.
+        tree = self._tree() | self._known
         if self.is_alive():
             # A dying kernel may refuse the request; it is killed below anyway.
             with contextlib.suppress(Exception):
@@ -222,7 +234,21 @@ class Driver:
             except (ProcessLookupError, PermissionError):
                 break
             self._wait(grace, lambda: _group_alive(self.pid))
+        if self._process is not None:
+            self._process.poll()
+        stop_all(tree | self._tree(), grace)
+        self._known = set()
         self._client.stop_channels()
+
+    def track(self, table: dict[int, tuple[int, int]]) -> None:
+        """Remember the processes now below the kernel (``table``: ``processes.process_table()``), so
+        that ``stop`` finds them even if the kernel dies first and they lose their link to it."""
+        if self._kernel and table.get(self.pid, (0, -1))[1] == self._kernel[1]:
+            self._known = {p for p in self._known if is_running(p)} | descendants(self.pid, table)
+
+    def _tree(self) -> set[ProcessId]:
+        kernel = self._kernel
+        return {kernel} | descendants(kernel[0]) if kernel and is_running(kernel) else set()
 
     def close(self) -> None:
         """Let go of the driver without stopping it (a server restart will attach again)."""
@@ -271,6 +297,7 @@ class Driver:
         """
         collector = _OutputCollector(on_text)
         with self._lock:
+            self._interrupted = False
             msg_id = _send_execute(self._client, code, data, stop_on_error=False)
             while True:
                 try:
@@ -302,6 +329,11 @@ class Driver:
                     evalue="interrupted before the statement started",
                 )
         if collector.error or reply["status"] != "ok":
+            jvm = jvm_exited(self.workdir)
+            if jvm is not None:
+                # Its Spark calls failed because the JVM is gone (py4j's ConnectionRefusedError): that
+                # is the session's end, not this statement's error.
+                raise DriverDied(jvm_exit_reason(jvm))
             error = collector.error or reply
             ename = error.get("ename", "Error")
             return ExecutionResult(
@@ -310,6 +342,15 @@ class Driver:
                 ename=ename,
                 evalue=_strip(error.get("evalue", "")),
                 traceback=_lines(error.get("traceback", [])),
+            )
+        if self._interrupted:
+            # Interrupts are sent only to cancel the running statement: one that ended well after all
+            # (its code ignored them) is still cancelled, and what it made is not its result.
+            return ExecutionResult(
+                status="error",
+                execution_count=collector.execution_count,
+                ename="StatementCancelled",
+                evalue="the statement was cancelled; it ran to its end anyway, and its output is dropped",
             )
         data = dict(collector.data)
         text = "".join(collector.text)
@@ -331,6 +372,7 @@ class Driver:
 
     def interrupt(self) -> None:
         """SIGINT the kernel only: the JVM ignores it, our handler in the kernel cancels the jobs."""
+        self._interrupted = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGINT)
 
@@ -433,6 +475,28 @@ def _lines(traceback: list[str]) -> list[str]:
     """IPython's traceback entries as Livy's list of lines, each ending in a newline."""
     text = _strip("\n".join(traceback))
     return [line + "\n" for line in text.splitlines()]
+
+
+def note_jvm(workdir: Path, info: dict[str, Any]) -> None:
+    """Record the driver's Spark JVM, named in its app info (``runtime.app_info``), in its workdir."""
+    jvm = process_id(info["jvmPid"]) if isinstance(info.get("jvmPid"), int) else None
+    if jvm is not None:
+        (workdir / JVM_PID_FILE).write_text(f"{jvm[0]} {jvm[1]}")
+
+
+def jvm_exited(workdir: Path) -> int | None:
+    """The pid of the driver's Spark JVM recorded in ``workdir`` if that JVM has exited; None while it
+    runs, or when none is recorded (Spark not up yet, or a driver without one)."""
+    try:
+        pid, start = (int(word) for word in (workdir / JVM_PID_FILE).read_text().split())
+    except (OSError, ValueError):
+        return None
+    return None if is_running((pid, start)) else pid
+
+
+def jvm_exit_reason(pid: int) -> str:
+    """What a session whose JVM exited says in its log and in its running statement's output."""
+    return f"the session's Spark JVM (pid {pid}) exited; start a new session"
 
 
 def _group_alive(pgid: int) -> bool:

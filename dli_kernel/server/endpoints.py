@@ -1,29 +1,39 @@
 """The endpoints behind the routes: Livy's session and statement paths, served the same way under the DLI
 prefix, where only the create request and the session's JSON differ (``Family``).
 
-Each endpoint gathers what the request says on the event loop, then does its work (the manager's calls,
-which take its lock, and file reads) in one worker thread, so a slow manager never stalls other requests.
-Only a long-poll's wait happens on the loop.
+Each endpoint gathers what the request says on the event loop, then does its work (parsing the body, the
+manager's calls, which take its lock, and file reads) in one worker thread, so a slow manager or a large
+body never stalls other requests. Only a long-poll's wait happens on the loop.
+
+Nothing that can fail comes after a change is made: the path is checked first (``_endpoint``), the body is
+read in full before the manager is asked, and a ``Location`` is built from the path before the change, so
+a request either changes nothing and says why, or changes what it asked and says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, Response
 
 from dli_kernel import __version__
 from dli_kernel.protocol import ARROW_STREAM_MIME, EXTENSIONS, STATEMENT_DONE
+from dli_kernel.server.answers import JSONAnswer
 from dli_kernel.server.longpoll import hold
-from dli_kernel.server.manager import ManagedSession, SessionManager, Statement
+from dli_kernel.server.manager import Invalid, ManagedSession, SessionManager, Statement
+from dli_kernel.server.output_http import statement_response
 from dli_kernel.server.params import (
     CompletionRequest,
     SessionFilter,
     StatementRequest,
+    find_session,
+    find_statement,
     int_param,
     optional_int,
     parse_json,
@@ -31,7 +41,7 @@ from dli_kernel.server.params import (
 )
 from dli_kernel.server.principal import Principal
 from dli_kernel.server.views import dli_session, livy_session, statement_json
-from dli_kernel.spec import SessionSpec
+from dli_kernel.spec import SessionSpec, is_project_id, shown
 
 # The `livy` PyPI client switches to a legacy protocol below 0.5; we speak the current one.
 LIVY_VERSION = "0.8.0"
@@ -68,14 +78,36 @@ def _viewer(request: Request) -> Principal:
     return user
 
 
+Endpoint = Callable[[Request, Family], Awaitable[Response]]
+
+
+def _endpoint(handler: Endpoint) -> Endpoint:
+    """``handler``, once the path's own parts are checked: a DLI project id that is none is refused
+    before anything is read or made (it would be written back in a Location and in session JSON)."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request, family: Family) -> Response:
+        project_id = request.path_params.get("project_id")
+        if project_id is not None and not is_project_id(project_id):
+            raise Invalid(
+                f"the project id {shown(project_id)} in the path is not one: a DLI project id is 1 to 64 "
+                "ASCII letters, digits, '.', '_' and '-', starting with a letter or digit."
+            )
+        return await handler(request, family)
+
+    return checked
+
+
 def _sessions_path(request: Request, family: Family) -> str:
-    return f"{family.prefix.format(**request.path_params)}/sessions"
+    """The path of the family's sessions, as a Location header can carry it (RFC 3986, in ASCII)."""
+    parts = {key: quote(value, safe="") for key, value in request.path_params.items()}
+    return f"{family.prefix.format(**parts)}/sessions"
 
 
 def _find(manager: SessionManager, session_id: str, viewer: Principal) -> ManagedSession:
     """The session a path names, if ``viewer`` sees it; every request on a session's paths counts as its
     heartbeat."""
-    session = manager.get(session_id, viewer)
+    session = find_session(manager, session_id, viewer)
     manager.touch(session)
     return session
 
@@ -84,31 +116,32 @@ def _find_statement(
     manager: SessionManager, session_id: str, statement_id: str, viewer: Principal
 ) -> tuple[ManagedSession, Statement]:
     session = _find(manager, session_id, viewer)
-    return session, manager.statement(session, statement_id)
+    return session, find_statement(manager, session, statement_id)
 
 
 # -- the server ----------------------------------------------------------------------------------
 
 
-async def version(request: Request) -> JSONResponse:
-    return JSONResponse({"version": LIVY_VERSION, "dli_kernel": __version__, "extensions": list(EXTENSIONS)})
+async def version(request: Request) -> JSONAnswer:
+    return JSONAnswer({"version": LIVY_VERSION, "dli_kernel": __version__, "extensions": list(EXTENSIONS)})
 
 
-async def pool_status(request: Request) -> JSONResponse:
+async def pool_status(request: Request) -> JSONAnswer:
     if not _viewer(request).admin:
         # Its counts move when anyone's session takes a pooled driver: on a shared server, that tells a
         # user that another made a session.
-        return JSONResponse({"msg": "the warm pool's status is for the server's admins."}, status_code=403)
+        return JSONAnswer({"msg": "the warm pool's status is for the server's admins."}, status_code=403)
     pool = _manager(request).pool
     if pool is None:
-        return JSONResponse({"size": 0, "ready": 0, "starting": 0})
-    return JSONResponse(await run_in_threadpool(pool.status))
+        return JSONAnswer({"size": 0, "ready": 0, "starting": 0})
+    return JSONAnswer(await run_in_threadpool(pool.status))
 
 
 # -- sessions ------------------------------------------------------------------------------------
 
 
-async def list_sessions(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def list_sessions(request: Request, family: Family) -> JSONAnswer:
     query = request.query_params
     start = int_param(query, "from", minimum=0, default=0)
     size = int_param(query, "size", minimum=1, default=100)
@@ -124,24 +157,27 @@ async def list_sessions(request: Request, family: Family) -> JSONResponse:
             owner=wanted.owner,
             viewer=viewer,
         )
-        shown = [family.render(s, base_url) for s in sessions[start : start + size]]
-        return {"from": start, "total": len(sessions), "sessions": shown}
+        rendered = [family.render(s, base_url) for s in sessions[start : start + size]]
+        return {"from": start, "total": len(sessions), "sessions": rendered}
 
-    return JSONResponse(await run_in_threadpool(page))
+    return JSONAnswer(await run_in_threadpool(page))
 
 
-async def create_session(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def create_session(request: Request, family: Family) -> JSONAnswer:
     raw = await request.body()
     project_id = request.path_params.get("project_id")
     manager, base_url, owner = _manager(request), _base_url(request), _viewer(request)
 
-    def create() -> dict[str, Any]:
-        session = manager.create(family.parse_spec(parse_json(raw)), project_id, owner)
-        return family.render(session, base_url)
+    sessions_path = _sessions_path(request, family)
 
-    body = await run_in_threadpool(create)
-    location = f"{_sessions_path(request, family)}/{body['id']}"
-    return JSONResponse(body, status_code=201, headers={"Location": location})
+    def create() -> JSONAnswer:
+        spec = family.parse_spec(parse_json(raw))
+        session = manager.create(spec, project_id, owner)
+        body = family.render(session, base_url)
+        return JSONAnswer(body, status_code=201, headers={"Location": f"{sessions_path}/{body['id']}"})
+
+    return await run_in_threadpool(create)
 
 
 async def _session_after_wait(request: Request) -> ManagedSession:
@@ -154,27 +190,31 @@ async def _session_after_wait(request: Request) -> ManagedSession:
     return session
 
 
-async def get_session(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def get_session(request: Request, family: Family) -> JSONAnswer:
     session = await _session_after_wait(request)
-    return JSONResponse(await run_in_threadpool(family.render, session, _base_url(request)))
+    return JSONAnswer(await run_in_threadpool(family.render, session, _base_url(request)))
 
 
-async def session_state(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def session_state(request: Request, family: Family) -> JSONAnswer:
     session = await _session_after_wait(request)
-    return JSONResponse({"id": family.public_id(session), "state": session.state})
+    return JSONAnswer({"id": family.public_id(session), "state": session.state})
 
 
-async def delete_session(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def delete_session(request: Request, family: Family) -> JSONAnswer:
     manager, viewer = _manager(request), _viewer(request)
 
     def delete() -> None:
         manager.delete(_find(manager, request.path_params["session_id"], viewer))
 
     await run_in_threadpool(delete)
-    return JSONResponse({"msg": "deleted"})
+    return JSONAnswer({"msg": "deleted"})
 
 
-async def session_log(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def session_log(request: Request, family: Family) -> JSONAnswer:
     manager, query, viewer = _manager(request), request.query_params, _viewer(request)
 
     def log() -> dict[str, Any]:
@@ -183,36 +223,42 @@ async def session_log(request: Request, family: Family) -> JSONResponse:
         start, total, lines = session.log_lines(start, int_param(query, "size", minimum=0, default=100))
         return {"id": family.public_id(session), "from": start, "total": total, "log": lines}
 
-    return JSONResponse(await run_in_threadpool(log))
+    return JSONAnswer(await run_in_threadpool(log))
 
 
 # -- statements ----------------------------------------------------------------------------------
 
 
-async def list_statements(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def list_statements(request: Request, family: Family) -> Response:
     manager = _manager(request)
     session = await run_in_threadpool(_find, manager, request.path_params["session_id"], _viewer(request))
     statements = [statement_json(s) for s in list(session.statements)]
     if request.query_params.get("order") == "desc":
         statements.reverse()
-    return JSONResponse({"total_statements": len(statements), "statements": statements})
+    return statement_response({"total_statements": len(statements), "statements": statements})
 
 
-async def submit_statement(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def submit_statement(request: Request, family: Family) -> JSONAnswer:
     raw = await request.body()
     manager, session_id, viewer = _manager(request), request.path_params["session_id"], _viewer(request)
 
-    def submit() -> Statement:
+    # The path as the client named the session (a name may be any text): encoded before the statement is.
+    statements_path = f"{_sessions_path(request, family)}/{quote(session_id, safe='')}/statements"
+
+    def submit() -> JSONAnswer:
         session = _find(manager, session_id, viewer)
         wanted = StatementRequest.from_body(parse_json(raw))
-        return manager.submit(session, wanted.code, wanted.kind, wanted.max_rows, wanted.result_format)
+        statement = manager.submit(session, wanted.code, wanted.kind, wanted.max_rows, wanted.result_format)
+        location = f"{statements_path}/{statement.id}"
+        return JSONAnswer(statement_json(statement), status_code=201, headers={"Location": location})
 
-    statement = await run_in_threadpool(submit)
-    location = f"{_sessions_path(request, family)}/{session_id}/statements/{statement.id}"
-    return JSONResponse(statement_json(statement), status_code=201, headers={"Location": location})
+    return await run_in_threadpool(submit)
 
 
-async def get_statement(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def get_statement(request: Request, family: Family) -> Response:
     manager = _manager(request)
     session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
     session, statement = await run_in_threadpool(
@@ -220,7 +266,7 @@ async def get_statement(request: Request, family: Family) -> JSONResponse:
     )
     wait = wait_param(request.query_params)
     if not wait:
-        return JSONResponse(statement_json(statement))
+        return statement_response(statement_json(statement))
     if statement.state not in STATEMENT_DONE:
         await hold(request.app, manager, session, statement, statement.state, wait)
 
@@ -229,9 +275,10 @@ async def get_statement(request: Request, family: Family) -> JSONResponse:
         latest = manager.statement(session, statement_id)
         return {**statement_json(latest), "logSize": manager.log_size(session)}
 
-    return JSONResponse(await run_in_threadpool(answer))
+    return statement_response(await run_in_threadpool(answer))
 
 
+@_endpoint
 async def statement_result(request: Request, family: Family) -> FileResponse:
     manager, viewer = _manager(request), _viewer(request)
 
@@ -244,7 +291,8 @@ async def statement_result(request: Request, family: Family) -> FileResponse:
     return FileResponse(await run_in_threadpool(find_result), media_type=ARROW_STREAM_MIME)
 
 
-async def cancel_statement(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def cancel_statement(request: Request, family: Family) -> JSONAnswer:
     manager, viewer = _manager(request), _viewer(request)
     session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
 
@@ -252,10 +300,11 @@ async def cancel_statement(request: Request, family: Family) -> JSONResponse:
         manager.cancel(*_find_statement(manager, session_id, statement_id, viewer))
 
     await run_in_threadpool(cancel)
-    return JSONResponse({"msg": "canceled"})
+    return JSONAnswer({"msg": "canceled"})
 
 
-async def completion(request: Request, family: Family) -> JSONResponse:
+@_endpoint
+async def completion(request: Request, family: Family) -> JSONAnswer:
     raw = await request.body()
     manager, viewer = _manager(request), _viewer(request)
 
@@ -264,4 +313,4 @@ async def completion(request: Request, family: Family) -> JSONResponse:
         wanted = CompletionRequest.from_body(parse_json(raw))
         return manager.completion(session, wanted.code, wanted.kind, wanted.cursor)
 
-    return JSONResponse({"candidates": await run_in_threadpool(complete)})
+    return JSONAnswer({"candidates": await run_in_threadpool(complete)})

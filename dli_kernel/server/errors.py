@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from dli_kernel.server.answers import JSONAnswer
 from dli_kernel.server.manager import Invalid, LimitReached, ManagerError, UnknownId, WrongState
 from dli_kernel.spec import SpecError
 
@@ -19,7 +20,7 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 def _answer(status: int) -> Handler:
     async def handler(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"msg": str(exc)}, status_code=status)
+        return JSONAnswer({"msg": str(exc)}, status_code=status)
 
     return handler
 
@@ -34,13 +35,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         msg = f"method {request.method} is not allowed on {request.url.path}."
     else:
         msg = str(exc.detail)
-    return JSONResponse({"msg": msg}, status_code=exc.status_code)
+    return JSONAnswer({"msg": msg}, status_code=exc.status_code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The client learns only the exception's type: its message may hold paths or code of the server's.
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse({"msg": f"internal server error ({type(exc).__name__}); see the server log."}, 500)
+    return JSONAnswer({"msg": f"internal server error ({type(exc).__name__}); see the server log."}, 500)
 
 
 # Starlette picks the handler of the nearest class in the exception's MRO, so the subclasses of

@@ -32,13 +32,13 @@ from dli_kernel.server.pool import DriverPool, PooledDriver
 from dli_kernel.server.principal import Principal, operator
 from dli_kernel.server.progress import read_progress
 from dli_kernel.server.reaper import Reaper
-from dli_kernel.server.records import ManagedSession, Statement, session_from_record
+from dli_kernel.server.records import ManagedSession, Statement, now_ms, session_from_record
 from dli_kernel.server.settings import ServerSettings
 from dli_kernel.server.spark_conf import driver_memory_mb
 from dli_kernel.server.starter import Attach, DriverStarter, Launch
 from dli_kernel.server.states import RecordStore, SessionStates
 from dli_kernel.server.worker import SessionWorker
-from dli_kernel.spec import SessionSpec, normalize_kind, parse_number, shown
+from dli_kernel.spec import SessionSpec, normalize_kind, parse_id, shown
 
 __all__ = [
     "Invalid",
@@ -53,8 +53,8 @@ __all__ = [
 ]
 
 STATEMENT_KINDS = KINDS
+DELETED = "deleted by the user"  # the reason of a session's end at its owner's request
 STARTING_STATES = ("not_started", "starting")  # sessions whose driver is starting (max_starting)
-KEPT_ENDED_SESSIONS = 500
 # Livy ids are drawn from here at random: counting up, each id would tell how many sessions others made.
 # Six digits stay easy to type (%session kill 482193) and leave room to spare for the sessions kept.
 SESSION_IDS = range(100_000, 1_000_000)
@@ -107,10 +107,11 @@ class SessionManager:
     ) -> None:
         self.settings = settings
         self._store = store
-        self._states = SessionStates(store)
+        self._states = SessionStates(store, settings.output_spill_bytes)
         self._lock = self._states.lock
         self._sessions: dict[int, ManagedSession] = {}
         self._workers: builtins.list[SessionWorker] = []
+        self._enders: builtins.list[threading.Thread] = []  # ends a crashed server left half done
         # Who a caller that names nobody is: the server's operator (tests, the embedded server's own calls).
         self._operator = operator()
         self._starter = DriverStarter(settings, self._states, launch, attach)
@@ -124,11 +125,18 @@ class SessionManager:
         for record, statement_records in self._store.load():
             session = session_from_record(record, statement_records)
             self._sessions[session.id] = session
-            if not session.ended:
+            if session.state == "shutting_down":
+                self._carry_out_end(session)
+            elif not session.ended:
                 self._states.set_state(
                     session, "recovering", "the server restarted; reconnecting to the driver"
                 )
                 self._spawn(session, recover=True)
+        # Ended sessions that aged out while no server ran go now, not at the next create.
+        with self._lock:
+            pruned = self._prune()
+        for workdir in pruned:
+            shutil.rmtree(workdir, ignore_errors=True)
         self._reaper.start()
         self._starter.open()  # the pool stops what a crashed server left in it first
 
@@ -159,6 +167,8 @@ class SessionManager:
             thread.join(timeout=STOP_JOIN)
         for worker in self._workers:
             worker.thread.join(timeout=THREAD_JOIN)
+        for thread in self._enders:
+            thread.join(timeout=STOP_JOIN)
         self._store.close()
 
     # -- sessions ----------------------------------------------------------------------------
@@ -224,7 +234,7 @@ class SessionManager:
         viewer = viewer or self._operator
         with self._lock:
             visible = {n: s for n, s in self._sessions.items() if viewer.sees(s.owner)}
-            number = parse_number(key)
+            number = parse_id(key)
             if number is not None and number in visible:
                 return visible[number]
             for session in visible.values():
@@ -282,7 +292,7 @@ class SessionManager:
         with self._lock:
             if session.ended or session.stopping:
                 raise UnknownId(f"session {session.id} has already ended ({session.state}).")
-        self._states.end(session, "killed", "deleted by the user")
+        self._states.end(session, "killed", DELETED)
 
     # -- statements --------------------------------------------------------------------------
 
@@ -319,7 +329,7 @@ class SessionManager:
             return statement
 
     def statement(self, session: ManagedSession, statement_id: str) -> Statement:
-        number = parse_number(statement_id)
+        number = parse_id(statement_id)
         if number is None or number >= len(session.statements):
             raise UnknownId(f"statement {shown(statement_id)} does not exist in session {session.id}.")
         statement = session.statements[number]
@@ -366,6 +376,13 @@ class SessionManager:
             )
         return path
 
+    def output(self, session: ManagedSession, statement: Statement) -> dict[str, Any]:
+        """A finished statement's output: the output itself, or the stub of its spilled file."""
+        output = statement.output
+        if output is None:
+            raise WrongState(f"statement {statement.id} is {statement.state} and has no output.")
+        return output
+
     def watch(
         self, session: ManagedSession, statement: Statement | None, wake: Callable[[], None]
     ) -> contextlib.AbstractContextManager[None]:
@@ -399,6 +416,20 @@ class SessionManager:
             self._workers = [w for w in self._workers if w.thread.is_alive()]
             self._workers.append(worker)
         worker.start(recover, pooled)
+
+    def _carry_out_end(self, session: ManagedSession) -> None:
+        """A session the previous server was ending when it died: stop what is left of its driver and
+        record the end, rather than bring back a session its owner deleted."""
+        final = "killed" if session.ended_reason == DELETED else "dead"
+        reason = session.ended_reason or "the server stopped while ending it"
+
+        def end() -> None:
+            session.driver = self._starter.leftover(session)
+            self._states.end(session, final, reason)
+
+        thread = threading.Thread(target=end, name=f"dli-end-{session.id}", daemon=True)
+        self._enders.append(thread)
+        thread.start()
 
     def _snapshot(self) -> builtins.list[ManagedSession]:
         with self._lock:
@@ -440,9 +471,15 @@ class SessionManager:
         _check_driver_memory(live, spec, settings.max_driver_memory_mb)
 
     def _prune(self) -> builtins.list[Path]:
-        """Forget the oldest ended sessions beyond KEPT_ENDED_SESSIONS; their workdirs, to remove."""
-        ended = [s for s in self._sessions.values() if s.ended]
-        gone = ended[: max(0, len(ended) - KEPT_ENDED_SESSIONS)]
+        """Forget the ended sessions older than ``keep_ended_for`` and the oldest beyond
+        ``keep_ended_sessions``, records and all; their workdirs (spilled outputs included), to remove."""
+        settings = self.settings
+        # Oldest ended first: a session's last update is its end.
+        ended = sorted((s for s in self._sessions.values() if s.ended), key=lambda s: s.updated)
+        too_old = now_ms() - int(settings.keep_ended_for * 1000)
+        gone = [s for s in ended if s.updated < too_old]
+        kept = ended[len(gone) :]
+        gone += kept[: max(0, len(kept) - settings.keep_ended_sessions)]
         for session in gone:
             del self._sessions[session.id]
             self._store.delete_session(session.id)

@@ -1,29 +1,54 @@
-"""Reading what a request asks for: query parameters and JSON bodies, each refused with a sentence that
-says what is wrong (``Invalid``, which the app answers with 400)."""
+"""Reading what a request asks for: query parameters, JSON bodies and the ids in its path, each refused
+with a sentence that says what is wrong (``Invalid``, which the app answers with 400, or ``UnknownId``, 404).
+
+Numbers and ids are ASCII digits only, of bounded length; an id is in canonical form (no leading zero), so
+that '007', an Arabic-Indic or a superscript 7 are nobody's aliases of 7.
+"""
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, MAX_WAIT
-from dli_kernel.server.manager import Invalid
-from dli_kernel.spec import parse_number, unknown_names
+from dli_kernel.server import json_body
+from dli_kernel.server.manager import Invalid, ManagedSession, SessionManager, Statement
+from dli_kernel.server.principal import Principal
+from dli_kernel.spec import json_type, parse_number, shown, unknown_names
 
 STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
+# A decimal number as clients write them (Python's :g writes 1e-05), in ASCII only.
+_SECONDS = re.compile(r"(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})(?:[eE][+-]?[0-9]{1,3})?")
 
 
 def parse_json(raw: bytes) -> Any:
-    """The request body as JSON; an empty body is an empty object."""
-    if not raw.strip():
-        return {}
+    """The request body as JSON (``json_body``); an empty body is an empty object. Call it in a worker
+    thread: a large body keeps the CPU busy."""
     try:
-        return json.loads(raw)
-    except ValueError as err:
-        raise Invalid(f"the request body is not valid JSON: {err}.") from None
+        return json_body.load_json(raw)
+    except json_body.BodyError as err:
+        raise Invalid(str(err)) from None
+
+
+def given(value: object, limit: int = 80) -> str:
+    """A value a client sent, for a message: its repr, cut short when long. A list or object is only
+    described: the repr of a few million items would take the CPU (and the GIL) for a second."""
+    if isinstance(value, list | dict):
+        return f"{json_type(value)} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def find_session(manager: SessionManager, key: str, viewer: Principal) -> ManagedSession:
+    """The session ``key`` names exactly: its number as the server writes it, its uuid or its name."""
+    return manager.get(key, viewer)
+
+
+def find_statement(manager: SessionManager, session: ManagedSession, statement_id: str) -> Statement:
+    return manager.statement(session, statement_id)
 
 
 def optional_int(query: Mapping[str, str], name: str, minimum: int) -> int | None:
@@ -33,7 +58,7 @@ def optional_int(query: Mapping[str, str], name: str, minimum: int) -> int | Non
         return None
     value = parse_number(raw)
     if value is None or value < minimum:
-        raise Invalid(f"query parameter {name!r} must be an integer >= {minimum} (got {raw!r}).")
+        raise Invalid(f"query parameter {name!r} must be an integer >= {minimum} (got {shown(raw)}).")
     return value
 
 
@@ -47,12 +72,10 @@ def wait_param(query: Mapping[str, str]) -> float:
     raw = query.get("wait")
     if raw is None or raw == "":
         return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    # float() alone would also take '٢', '1_0' and 'nan'; 1e999 is infinite.
+    value = float(raw) if _SECONDS.fullmatch(raw) else -1.0
     if not math.isfinite(value) or value < 0:
-        raise Invalid(f"query parameter 'wait' must be a number of seconds >= 0 (got {raw!r}).")
+        raise Invalid(f"query parameter 'wait' must be a number of seconds >= 0 (got {shown(raw)}).")
     return min(value, MAX_WAIT)
 
 
@@ -98,12 +121,12 @@ class StatementRequest:
         if not isinstance(code, str):
             raise Invalid("'code' is required and must be a string.")
         if kind is not None and not isinstance(kind, str):
-            raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {kind!r}).")
+            raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {given(kind)}).")
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < -1:
-            raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {max_rows!r}).")
+            raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {given(max_rows)}).")
         result_format = body.get("resultFormat", "json")
         if not isinstance(result_format, str):
-            raise Invalid(f"'resultFormat' must be 'json' or 'arrow' (got {result_format!r}).")
+            raise Invalid(f"'resultFormat' must be 'json' or 'arrow' (got {given(result_format)}).")
         return cls(code, kind, max_rows, result_format)
 
 
@@ -126,5 +149,7 @@ class CompletionRequest:
         if isinstance(cursor, str) and parse_number(cursor) is not None:
             cursor = parse_number(cursor)  # Livy's own client sends it as a string
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(code):
-            raise Invalid(f"'cursor' must be an integer between 0 and the length of code (got {cursor!r}).")
+            raise Invalid(
+                f"'cursor' must be an integer between 0 and the length of code (got {given(cursor)})."
+            )
         return cls(code, body.get("kind"), cursor)

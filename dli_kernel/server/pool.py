@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dli_kernel.server.driver_process import CONNECTION_FILE, Driver
+from dli_kernel.server.driver_process import CONNECTION_FILE, Driver, jvm_exited
 
 log = logging.getLogger("dli_kernel.server")
 
@@ -231,7 +231,7 @@ class DriverPool:
         """Under the lock: a dead entry to discard, a newly launched one to start, or None on closing."""
         while not self._closing:
             for entry in self._entries:
-                if entry.ready and not entry.driver.is_alive():
+                if entry.ready and (not entry.driver.is_alive() or jvm_exited(entry.workdir) is not None):
                     log.warning("pooled driver %s exited while waiting; starting another", entry.driver.pid)
                     self._entries.remove(entry)
                     return entry

@@ -1,7 +1,8 @@
 """What the server holds about a session and its statements, and the records the store keeps of them.
 
 A record is plain JSON: what a restarted server needs to show the session again. Runtime fields (the
-driver, the queue, timers) are never saved.
+driver, the queue, timers) are never saved, nor is a large output: a statement's record holds the stub of
+a spilled one (``outputs``) and its size, and the session's directory holds the file.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from typing import Any
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, DRIVER_LOG, ENDED_STATES
 from dli_kernel.server.driver_process import Driver, ExecutionResult
+from dli_kernel.server.outputs import SpilledOutput, output_path
 from dli_kernel.server.session_log import SessionLog
 from dli_kernel.spec import SessionSpec
+
+# The key of a statement record saying its output was spilled, and how many bytes the file holds.
+SPILLED = "spilled"
 
 
 def now_ms() -> int:
@@ -40,7 +45,14 @@ class Statement:
     cancel_sent: float = field(default=0.0, repr=False)  # monotonic time of the last interrupt
 
     def record(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Field by field rather than dataclasses.asdict: that would copy a SpilledOutput without its file.
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        output = self.output
+        if output is not None:
+            record["output"] = dict(output)
+        if isinstance(output, SpilledOutput):
+            record[SPILLED] = output.size
+        return record
 
 
 @dataclass
@@ -119,8 +131,17 @@ def session_from_record(record: dict[str, Any], statement_records: list[dict[str
         ui_url=record["ui_url"],
         ended_reason=record["ended_reason"],
     )
-    session.statements = [Statement(**st) for st in statement_records]
+    session.statements = [_statement_from_record(session.workdir, st) for st in statement_records]
     return session
+
+
+def _statement_from_record(workdir: Path, record: dict[str, Any]) -> Statement:
+    fields = dict(record)
+    size = fields.pop(SPILLED, 0)
+    statement = Statement(**fields)
+    if size and statement.output is not None:
+        statement.output = SpilledOutput(statement.output, output_path(workdir, statement.id), size)
+    return statement
 
 
 def statement_output(statement: Statement, result: ExecutionResult) -> dict[str, Any]:

@@ -30,3 +30,9 @@ class ServerSettings:
     max_driver_memory_mb: int | None = None  # total driver memory of the live sessions
     max_body: int = 64 * 1024  # bytes of a request body
     max_statement_body: int = 10 * 1024 * 1024  # bytes of a statement's (or a DLC action's) body
+    # What the server keeps, so that its memory and sessions.db stay bounded: an output whose JSON is larger
+    # goes to a file in the session's directory (None: kept whole); ended sessions are forgotten, their
+    # directories removed, once older than keep_ended_for seconds or beyond the newest keep_ended_sessions.
+    output_spill_bytes: int | None = 1024 * 1024
+    keep_ended_sessions: int = 200
+    keep_ended_for: float = 7 * 24 * 3600.0

@@ -19,7 +19,16 @@ from typing import Any
 
 from dli_kernel.protocol import DRIVER_LOG
 from dli_kernel.server import driver_code
-from dli_kernel.server.driver_process import Driver, DriverError, PortTaken
+from dli_kernel.server.driver_process import (
+    JVM_PID_FILE,
+    Driver,
+    DriverDied,
+    DriverError,
+    PortTaken,
+    jvm_exit_reason,
+    jvm_exited,
+    note_jvm,
+)
 from dli_kernel.server.pool import DriverPool, PooledDriver, stop_leftovers
 from dli_kernel.server.records import ManagedSession
 from dli_kernel.server.settings import ServerSettings
@@ -39,7 +48,9 @@ log = logging.getLogger("dli_kernel.server")
 POOLED_KINDS = ("pyspark", "sql")  # kinds whose driver is the Python kernel the pool starts
 LAUNCH_ATTEMPTS = 3  # a driver that lost a port of its connection file is started again
 READY_TIMEOUT = 60.0  # for a new kernel to answer
-REATTACH_TIMEOUT = 30.0  # for a driver that outlived the previous server to answer
+# A driver that outlived the previous server is asked this often whether it answers, and meanwhile
+# checked for being alive (with its JVM): one busy with a long statement answers only once it is done.
+REATTACH_CHECK = 5.0
 SLOT_CHECK = 0.5  # seconds between looks at whether a session waiting for a start slot was ended
 EXECUTOR_CHECK = 0.5  # seconds between asks whether the cluster has granted an executor yet
 
@@ -123,7 +134,9 @@ class DriverStarter:
         """Start Spark in a driver that answers; its app info."""
         left = started + self.settings.start_timeout - time.monotonic()
         call = driver_code.bootstrap(settings)
-        return json.loads(driver.call(call, setup=driver_code.RUNTIME_IMPORT, timeout=max(left, 1.0)))
+        info = json.loads(driver.call(call, setup=driver_code.RUNTIME_IMPORT, timeout=max(left, 1.0)))
+        note_jvm(driver.workdir, info)
+        return info
 
     def _wait_for_executors(
         self,
@@ -280,17 +293,27 @@ class DriverStarter:
 
     # -- the driver a previous server left ---------------------------------------------------
 
+    def leftover(self, session: ManagedSession) -> Driver | None:
+        """The driver a previous server left in the session's workdir, if it still runs."""
+        return self._attach(session.workdir)
+
     def reconnect(self, session: ManagedSession) -> None:
-        """Attach to the session's driver after a server restart; raises DriverError if it is gone."""
+        """Attach to the session's driver after a server restart; raises DriverError if it is gone.
+
+        A driver still running a statement the previous server sent answers only once it is done: the
+        session stays ``recovering`` for as long as that takes, while the driver and its JVM live.
+        """
         started = time.monotonic()
         driver = self._attach(session.workdir)
         if driver is None:
             raise DriverError("the driver process did not survive the server restart")
         session.driver = driver
-        driver.wait_ready(timeout=REATTACH_TIMEOUT)
+        if not self._wait_answer(session, driver):
+            return
         self._states.requeue(session)
         try:
             info = json.loads(driver.call(driver_code.app_info(), setup=driver_code.RUNTIME_IMPORT))
+            note_jvm(driver.workdir, info)
         except DriverError:
             # The previous server died while this driver was still starting Spark: finish the job.
             self._states.log(session, "the driver had not finished starting; starting Spark again")
@@ -298,3 +321,37 @@ class DriverStarter:
         # It may also have stopped while the cluster was still to grant the first executor.
         self._session_wait(session, driver, started)
         self._ready(session, info, "reconnected to the driver")
+
+    def _wait_answer(self, session: ManagedSession, driver: Driver) -> bool:
+        """Wait until a reattached driver answers; False if the session or the server stops first.
+        Raises DriverError once the driver process, or its JVM, is gone."""
+        said = False
+        # Without a JVM recorded, the driver was still starting Spark, never running a statement: it has
+        # the start timeout to answer (and a pid reused by another process cannot hold the session).
+        deadline = time.monotonic() + self.settings.start_timeout
+        while True:
+            try:
+                driver.wait_ready(timeout=REATTACH_CHECK)
+                return True
+            except (DriverDied, PortTaken):
+                raise
+            except DriverError:
+                pass  # alive but busy: asked again below, unless it died meanwhile
+            jvm = jvm_exited(driver.workdir)
+            if jvm is not None:
+                raise DriverError(jvm_exit_reason(jvm))
+            if not (driver.workdir / JVM_PID_FILE).exists() and time.monotonic() > deadline:
+                took = self.settings.start_timeout
+                raise DriverError(f"the driver, still starting Spark, did not answer within {took:.0f} s")
+            if not driver.is_alive():
+                raise DriverDied("the driver process exited while it was being reattached")
+            if session.stopping or self._states.closing.is_set():
+                return False
+            if not said:
+                self._states.log(
+                    session,
+                    f"the driver has not answered for {REATTACH_CHECK:.0f} s: it is still running a "
+                    "statement the previous server sent (or the machine is busy); waiting for as long as "
+                    "the driver and its Spark JVM run",
+                )
+                said = True

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from dli_kernel.protocol import RESULTS_DIR
+from dli_kernel.server import outputs
 from dli_kernel.server.records import ManagedSession, Statement, error_output, now_ms
 
 # Statements that hold the driver until they end; a session that ends interrupts them first.
@@ -31,10 +32,14 @@ class RecordStore(Protocol):
 
 
 class SessionStates:
-    def __init__(self, store: RecordStore) -> None:
+    """``spill_above``: bytes of JSON above which a finished statement's output goes to a file in the
+    session's directory instead of memory and the store (``outputs``); None keeps every output whole."""
+
+    def __init__(self, store: RecordStore, spill_above: int | None = outputs.DEFAULT_SPILL_BYTES) -> None:
         self.lock = threading.RLock()
         self.closing = threading.Event()  # the server is stopping: workers and the reaper end
         self._store = store
+        self._spill_above = spill_above
         # Who to tell when a statement (key (session id, statement id)) or a session (key (id, None))
         # changes state: the HTTP requests that long-poll for it.
         self._watchers: dict[tuple[int, int | None], set[Callable[[], None]]] = {}
@@ -125,12 +130,29 @@ class SessionStates:
     ) -> None:
         with self.lock:
             # Views read statements without the lock: a done state must never be seen before its output.
-            statement.output = output
+            statement.output = self.spill(session, statement, output)
             statement.progress = 1.0
             statement.completed = now_ms()
             statement.state = state
             self.save_statement(session, statement)
             self.notify(session)
+
+    def spill(
+        self, session: ManagedSession, statement: Statement, output: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """What the statement holds of ``output``: itself, or the stub of its spilled file. ``finish`` calls
+        it; a caller may call it first, without the lock, so that a large file is not written under it."""
+        path = outputs.output_path(session.workdir, statement.id)
+        try:
+            return outputs.keep(output, path, self._spill_above)
+        except OSError as err:
+            # The output is the user's result: held whole rather than lost, and the log says why.
+            self.log(
+                session,
+                f"statement {statement.id}'s large output could not be written to its file "
+                f"({err.strerror or type(err).__name__}); it is kept in memory",
+            )
+            return output
 
     def save_statement(self, session: ManagedSession, statement: Statement) -> None:
         # Every state change of a statement is saved, so this is where long-polls learn of them.

@@ -1,4 +1,10 @@
-"""Session and statement records in SQLite, so a restarted server knows what it had."""
+"""Session and statement records in SQLite, so a restarted server knows what it had.
+
+The file stays small: records hold no large outputs (they are spilled to files, see ``outputs``), the
+manager deletes the records of the ended sessions it forgets, freed pages go back to the file system at
+once (auto_vacuum), and the write-ahead log is cut back after checkpoints (journal_size_limit) and emptied
+after a large delete.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,12 @@ CREATE TABLE IF NOT EXISTS statements (
     PRIMARY KEY (session_id, id)
 );
 """
+# Bytes the write-ahead log is cut back to after a checkpoint: SQLite checkpoints at 1,000 pages (4 MB), and
+# the log would otherwise keep the size of the largest transaction it ever held.
+WAL_LIMIT = 4 * 1024 * 1024
+# Bytes of records deleted after which the log is checkpointed and emptied at once, rather than at SQLite's
+# next automatic checkpoint.
+CHECKPOINT_AFTER = 1024 * 1024
 
 
 class Store:
@@ -28,7 +40,16 @@ class Store:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._deleted = 0  # bytes of records deleted since the last checkpoint
+        # Before WAL mode and the tables: a new file takes auto_vacuum as it is made; a file of an earlier
+        # version (which kept large outputs in its records) takes it with one VACUUM, which also returns
+        # the space those left.
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 1:
+            self._db.execute("PRAGMA auto_vacuum=FULL")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a file in WAL mode shrinks only then
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         # NORMAL: a commit survives a crash of this process (what recovery is for), and skipping the
         # fsync per commit keeps several milliseconds off every statement.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -48,9 +69,27 @@ class Store:
             )
 
     def delete_session(self, session_id: int) -> None:
+        """Forget a session and its statements."""
         with self._lock:
-            self._db.execute("DELETE FROM statements WHERE session_id = ?", (session_id,))
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            sizes = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(record)), 0) FROM statements WHERE session_id = ?", (session_id,)
+            ).fetchone()[0]
+            self._db.execute("BEGIN")  # both or neither: no statements left without their session
+            try:
+                self._db.execute("DELETE FROM statements WHERE session_id = ?", (session_id,))
+                self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._deleted += sizes
+            if self._deleted >= CHECKPOINT_AFTER:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        # TRUNCATE: the pages go into the file (already shrunk by auto_vacuum) and the log to zero bytes.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._deleted = 0
 
     def load(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Every session record with its statement records, oldest first."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dli_kernel.server.manager import ManagedSession, Statement
+from dli_kernel.server.ui_proxy import ui_path
 from dli_kernel.spec import format_memory
 
 LOG_LINES_IN_SESSION = 10
@@ -39,9 +40,18 @@ def _resources(session: ManagedSession) -> dict[str, Any]:
     }
 
 
+def spark_ui_url(session: ManagedSession, base_url: str) -> str | None:
+    """Where a caller finds the session's Spark UI: the server's proxy, behind its token (the driver's own
+    port answers on the loopback only); None while the driver has none."""
+    return f"{base_url}{ui_path(session.id)}" if session.ui_url else None
+
+
 def _app_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
     # The log link is the Livy path on both families: it is the one every client can follow.
-    return {"driverLogUrl": f"{base_url}/sessions/{session.id}/log", "sparkUiUrl": session.ui_url}
+    return {
+        "driverLogUrl": f"{base_url}/sessions/{session.id}/log",
+        "sparkUiUrl": spark_ui_url(session, base_url),
+    }
 
 
 def livy_session(session: ManagedSession, base_url: str) -> dict[str, Any]:

@@ -1,8 +1,14 @@
-"""One session's thread: it gets the session a driver, then runs its statements one at a time, in order."""
+"""One session's thread: it gets the session a driver, then runs its statements one at a time, in order.
+
+A statement that fails in the server's own code (not in the driver) ends as an ``error`` that says so,
+and the thread goes on with the next one; anything that goes wrong outside a statement ends the session
+``dead`` with the reason, so that no session is left ``busy`` with nobody to run its statements.
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 
@@ -13,6 +19,8 @@ from dli_kernel.server.pool import PooledDriver
 from dli_kernel.server.records import ManagedSession, Statement, error_output, statement_output
 from dli_kernel.server.starter import DriverStarter
 from dli_kernel.server.states import IN_DRIVER, SessionStates
+
+log = logging.getLogger("dli_kernel.server")
 
 
 class SessionWorker:
@@ -34,6 +42,19 @@ class SessionWorker:
         self.thread.start()
 
     def _run(self) -> None:
+        session = self.session
+        try:
+            self._serve()
+        except Exception as err:
+            log.exception("the worker of session %s failed", session.id)
+            try:
+                if not session.stopping and not session.ended:
+                    reason = f"the session's worker failed ({type(err).__name__}; see the server log)"
+                    self._states.end(session, "dead", reason)
+            except Exception:  # the store or the driver's stop failed too: the log has it
+                log.exception("session %s could not be ended after its worker failed", session.id)
+
+    def _serve(self) -> None:
         session = self.session
         try:
             if self._recover:
@@ -63,7 +84,13 @@ class SessionWorker:
                 if not session.stopping:
                     self._states.end(session, "dead", f"the driver stopped: {err}")
                 return
-            self._done(statement, result)
+            except Exception as err:
+                self._failed(statement, err)
+                continue
+            try:
+                self._done(statement, result)
+            except Exception as err:
+                self._failed(statement, err)
 
     def _next(self) -> Statement | None:
         """The next statement, once there is one, marked running; None when the session or server stops."""
@@ -84,15 +111,36 @@ class SessionWorker:
 
     def _done(self, statement: Statement, result: ExecutionResult) -> None:
         session = self.session
+        # Before the lock: a large output's file takes a while to write, and every request waits on the lock.
+        output = self._states.spill(session, statement, statement_output(statement, result))
         with self._states.lock:
             if statement.state not in IN_DRIVER or (session.stopping and result.status == "error"):
                 return  # the session's end interrupted it: the end reports it cancelled, and why
-            # An error after a cancel is the cancel's doing; a statement that ended anyway keeps its output.
-            cancelled = statement.state == "cancelling" and result.status == "error"
-            output = statement_output(statement, result)
+            # A cancel the user sent is what they see, even if the code finished as the cancel landed:
+            # a cancelled statement never turns available.
+            cancelled = statement.state == "cancelling"
             self._states.finish(session, statement, "cancelled" if cancelled else "available", output)
             session.last_activity = time.monotonic()
             if not session.queue and not session.stopping:
+                self._states.set_state(session, "idle")
+
+    def _failed(self, statement: Statement, err: Exception) -> None:
+        """The server's own code failed to run ``statement`` or to record its result: it ends as an error,
+        the session goes on. Only the exception's type is shown: its message may hold the server's paths."""
+        log.exception("statement %s of session %s failed in the server", statement.id, self.session.id)
+        session = self.session
+        with self._states.lock:
+            if statement.state not in IN_DRIVER or session.stopping:
+                return  # the session's end took care of it
+            output = error_output(
+                statement,
+                "InternalError",
+                f"the server failed to run this statement ({type(err).__name__}; see the server log); "
+                "the session goes on with its next statement",
+            )
+            self._states.finish(session, statement, "error", output)
+            session.last_activity = time.monotonic()
+            if not session.queue:
                 self._states.set_state(session, "idle")
 
     def _started(self, driver: Driver, statement: Statement, msg_id: str) -> None:

@@ -247,17 +247,17 @@ def wait_no_new_sessions(server: Server, before: set[int]) -> None:
 # -- states a test waits for before it interrupts or cancels ----------------------------------------
 
 
-def spark_ui(session: dict[str, Any], path: str, **params: str) -> Any:
-    """``path`` of the REST API of the session's Spark UI, a real page on loopback."""
+def spark_ui(server: Server, session: dict[str, Any], path: str, **params: str) -> Any:
+    """``path`` of the REST API of the session's Spark UI, through the server's proxy (with its token)."""
     # A long timeout: while a statement's tasks hold every core, the UI answers slowly.
     url = f"{session['appInfo']['sparkUiUrl']}/api/v1/applications{path}"
-    return requests.get(url, params=params, timeout=60).json()
+    return server.http.get(url, params=params, timeout=60).json()
 
 
 def spark_jobs(server: Server, session_id: object, status: str) -> list[dict[str, Any]]:
     """The session's Spark jobs in ``status``, from its driver's Spark UI (whose store lags a little)."""
     session = server.get(f"/sessions/{session_id}").json()
-    return spark_ui(session, f"/{session['appId']}/jobs", status=status)
+    return spark_ui(server, session, f"/{session['appId']}/jobs", status=status)
 
 
 def still_running(server: Server, session_id: object, statement_id: int, waiting_for: str) -> None:

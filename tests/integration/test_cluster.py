@@ -154,9 +154,9 @@ def assert_remote(cluster: StandaloneCluster, placed: dict[str, Any]) -> None:
     assert placed["driver"] not in placed["tasks"]
 
 
-def ui_executors(session: dict[str, Any]) -> list[dict[str, Any]]:
+def ui_executors(server: Server, session: dict[str, Any]) -> list[dict[str, Any]]:
     """The session's executors other than the driver, from its Spark UI."""
-    return [e for e in spark_ui(session, f"/{session['appId']}/executors") if e["id"] != "driver"]
+    return [e for e in spark_ui(server, session, f"/{session['appId']}/executors") if e["id"] != "driver"]
 
 
 # -- where tasks run ---------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_tasks_run_in_the_workers_executors(
     assert_remote(spark_cluster, where(cluster_server, remote["id"]))
     app = spark_cluster.app(remote["appId"])
     assert app is not None and app["name"] != "pyspark-shell"
-    executors = ui_executors(remote)
+    executors = ui_executors(cluster_server, remote)
     assert len(executors) == 2 and sum(e["totalTasks"] for e in executors) >= 4
     assert {e["hostPort"].split(":")[0] for e in executors} == {"127.0.0.1"}
 
@@ -176,10 +176,11 @@ def test_tasks_run_in_the_workers_executors(
 def test_the_spark_ui_link_is_the_drivers_and_answers(cluster_server: Server, remote: dict) -> None:
     session = cluster_server.get(f"/sessions/{remote['id']}").json()
     ui = session["appInfo"]["sparkUiUrl"]
-    assert ui.startswith("http://127.0.0.1:")
-    apps = requests.get(f"{ui}/api/v1/applications", timeout=30).json()
+    assert ui == f"{cluster_server.url}/sessions/{remote['id']}/ui"  # the server's proxy to the driver's UI
+    apps = cluster_server.http.get(f"{ui}/api/v1/applications", timeout=30).json()
     assert [a["id"] for a in apps] == [session["appId"]]
-    assert requests.get(ui, timeout=30).status_code == 200
+    assert cluster_server.http.get(ui, timeout=30).status_code == 200
+    assert requests.get(ui, timeout=30).status_code == 401  # not without the token
 
 
 def test_the_probe_sees_local_tasks_in_the_driver(tmp_path: Path) -> None:
@@ -384,7 +385,7 @@ sc.parallelize(range(2), 2).map(_sleepy).collect()
     busy += "[e.numRunningTasks for e in sc.statusTracker().getExecutorInfos()]]))"
     jobs, stages, running = json.loads(printed(cluster_server.run(remote["id"], busy)))
     assert (jobs, stages, set(running)) == ([], [], {0})
-    assert all(e["activeTasks"] == 0 for e in ui_executors(remote))
+    assert all(e["activeTasks"] == 0 for e in ui_executors(cluster_server, remote))
     assert_remote(spark_cluster, where(cluster_server, remote["id"]))  # still usable, still on the cluster
 
 

@@ -32,7 +32,7 @@ def test_livy_session_object_and_lookups(server: Server, pyspark: int) -> None:
     # The Spark UI is a real page on loopback.
     ui = session["appInfo"]["sparkUiUrl"]
     assert ui.startswith("http://127.0.0.1:")
-    assert spark_ui(session, "")[0]["id"] == session["appId"]
+    assert spark_ui(server, session, "")[0]["id"] == session["appId"]
     # Tier A by default, all of it reported.
     assert (session["sc_type"], session["driverMemory"], session["executorMemory"]) == ("A", "7 GB", "4 GB")
     assert (session["driverCores"], session["executorCores"], session["numExecutors"]) == (2, 1, 6)
@@ -111,17 +111,17 @@ def test_delete_while_starting_kills_the_driver(server: Server) -> None:
 
 
 def test_heartbeat_expiry_deletes_the_session(server: Server) -> None:
-    session = server.create(kind="pyspark", heartbeatTimeoutInSecond=2)
+    session = server.create(kind="pyspark", heartbeatTimeoutInSecond=60)  # the least the server takes
     pid = driver_pid_when_started(server, session["id"])
 
     def expired() -> bool:  # GET /sessions is no heartbeat, so it may poll
         dead = server.get("/sessions", params={"state": "dead"}).json()["sessions"]
         return any(s["id"] == session["id"] for s in dead)
 
-    wait_until(expired, "the session to expire", 30, 0.3)
+    wait_until(expired, "the session to expire", 150, 0.5)
     assert wait_gone(pid)
     log = "\n".join(server.get(f"/sessions/{session['id']}/log").json()["log"])
-    assert "heartbeatTimeoutInSecond=2" in log
+    assert "heartbeatTimeoutInSecond=60" in log
     refused = server.post(f"/sessions/{session['id']}/statements", json={"code": "1"})
     assert refused.status_code == 409 and "is dead" in refused.json()["msg"]
 

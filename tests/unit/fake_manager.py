@@ -227,6 +227,12 @@ class FakeManager:
             raise WrongState(f"statement {statement.id} is {statement.state} and has no result to fetch.")
         return session.workdir / result_path(statement.id)
 
+    def output(self, session: ManagedSession, statement: Statement) -> dict[str, Any]:
+        self.calls.note("output")
+        if statement.output is None:
+            raise WrongState(f"statement {statement.id} is {statement.state} and has no output.")
+        return statement.output
+
     @contextlib.contextmanager
     def watch(
         self, session: ManagedSession, statement: Statement | None, wake: Callable[[], None]

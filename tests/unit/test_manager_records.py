@@ -228,11 +228,11 @@ def timed_session(tmp_path: Path, quiet: float, idle: float, state: str = "idle"
         ({"idle_timeout_s": 900}, 0, 901, "starting", None),
         ({"idle_timeout_s": 900}, 5000, 899, "idle", None),
         (
-            {"heartbeat_timeout_s": 30, "ttl_s": 60},
+            {"heartbeat_timeout_s": 60, "ttl_s": 90},
             100,
             0,
             "idle",
-            "no request for 100 s (heartbeatTimeoutInSecond=30)",
+            "no request for 100 s (heartbeatTimeoutInSecond=60)",
         ),
         ({"heartbeat_timeout_s": 300, "ttl_s": 60}, 100, 0, "idle", "no request for 100 s (ttl=60 s)"),
     ],

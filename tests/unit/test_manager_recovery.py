@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 
 from dli_kernel.server.manager import SESSION_IDS, ManagedSession, Statement
+from dli_kernel.server.records import now_ms
 from dli_kernel.spec import SessionSpec
 from tests.unit.manager_fakes import FakeDriver, FakeLauncher, RecordingStore, make_manager, wait_state
 
@@ -29,6 +30,7 @@ def saved(
         workdir=workdir,
         state=state,
         app_id="local-old",
+        updated=now_ms(),  # ended just now: not yet old enough to be pruned
     )
     if created is not None:
         session.created = created
@@ -117,5 +119,31 @@ def test_livy_ids_are_random_and_say_nothing_of_how_many_sessions_were_made(tmp_
         # Counting up would give differences of 1: the chance that random ids do is one in 10**23.
         assert [b - a for a, b in itertools.pairwise(ids)] != [1] * 4
         assert [s.id for s in manager.list()] == ids  # still listed in the order they were made
+    finally:
+        manager.close()
+
+
+def test_a_session_being_deleted_when_the_server_died_is_ended_not_recovered(tmp_path: Path) -> None:
+    """The next server carries out an end the previous one left half done: it stops the driver that is
+    left and records the end (killed, for a delete), rather than bring the session back."""
+    (tmp_path / "state").mkdir()
+    store = RecordingStore(tmp_path / "state" / "sessions.db")
+    deleting = saved(store, tmp_path, 0, "shutting_down", Statement(id=0, code="x", kind="pyspark"))
+    stopping = saved(store, tmp_path, 1, "shutting_down")
+    for session_id, reason in ((0, "deleted by the user"), (1, None)):
+        record = next(r for r, _ in store.load() if r["id"] == session_id)
+        store.save_session(session_id, {**record, "ended_reason": reason})
+    drivers = {deleting: FakeDriver(deleting), stopping: FakeDriver(stopping)}
+    store.history.clear()
+
+    manager = make_manager(tmp_path, FakeLauncher(), attach=drivers.get, store=store)
+    try:
+        deleted, ended = manager.get("0"), manager.get("1")
+        wait_state(manager, deleted, "killed")
+        wait_state(manager, ended, "dead")
+        assert "recovering" not in store.states(0) + store.states(1)
+        assert all(driver.stopped.is_set() for driver in drivers.values())
+        assert deleted.statements[0].state == "cancelled"
+        assert ended.ended_reason == "the server stopped while ending it"
     finally:
         manager.close()

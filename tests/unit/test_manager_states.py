@@ -273,7 +273,7 @@ def test_a_cancel_sent_before_the_kernel_starts_the_code_waits_for_it(
     assert driver.interrupts == 1
 
 
-def test_a_statement_that_finished_despite_its_cancel_keeps_its_output(
+def test_a_statement_that_finished_as_its_cancel_landed_ends_cancelled(
     manager: SessionManager, launcher: FakeLauncher
 ) -> None:
     session = manager.create(SessionSpec(kind="pyspark"))
@@ -285,8 +285,8 @@ def test_a_statement_that_finished_despite_its_cancel_keeps_its_output(
     manager.cancel(session, statement)
     run.finish(text="done")
     driver.start_gate.set()
-    wait_state(manager, session, "available", statement=statement)
-    assert statement.output["data"] == {"text/plain": "done"}
+    wait_state(manager, session, "cancelled", statement=statement)
+    assert session.state == "idle"  # the session goes on
 
 
 # -- timeouts and dying drivers -------------------------------------------------------------------

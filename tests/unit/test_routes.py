@@ -122,6 +122,11 @@ def world(manager: FakeManager) -> Iterator[World]:
 # -- what each route answers ----------------------------------------------------------------------
 
 
+def check_openapi(reply: Response, world: World, template: str) -> None:
+    body = reply.json()  # tests/unit/test_openapi.py checks the document itself
+    assert body["openapi"].startswith("3.") and "/v2.0/{project_id}/sessions" in body["paths"]
+
+
 def check_version(reply: Response, world: World, template: str) -> None:
     body = reply.json()
     assert body["extensions"] == [EXT_WAIT, EXT_ARROW]
@@ -197,6 +202,10 @@ def check_statement_result(reply: Response, world: World, template: str) -> None
     assert reply.content == b"ARROW1 stream of statement 1"
 
 
+def check_statement_output(reply: Response, world: World, template: str) -> None:
+    assert reply.json() == {"status": "ok", "execution_count": 1, "data": {"text/plain": "2"}}
+
+
 def check_cancel_statement(reply: Response, world: World, template: str) -> None:
     assert reply.json() == {"msg": "canceled"}
     assert world.manager.cancelled == [(world.session.id, 1)]
@@ -224,12 +233,14 @@ SESSION_PATH_CHECKS: dict[tuple[str, str], tuple[int, Check]] = {
     ("POST", "/sessions/{session_id}/statements"): (201, check_submit_statement),
     ("GET", "/sessions/{session_id}/statements/{statement_id}"): (200, check_get_statement),
     ("GET", "/sessions/{session_id}/statements/{statement_id}/result"): (200, check_statement_result),
+    ("GET", "/sessions/{session_id}/statements/{statement_id}/output"): (200, check_statement_output),
     ("POST", "/sessions/{session_id}/statements/{statement_id}/cancel"): (200, check_cancel_statement),
     ("POST", "/sessions/{session_id}/completion"): (200, check_completion),
 }
 CHECKS: dict[tuple[str, str], tuple[int, Check]] = {
     ("GET", "/version"): (200, check_version),
     ("GET", "/pool"): (200, check_pool),
+    ("GET", "/openapi.json"): (200, check_openapi),
     **SESSION_PATH_CHECKS,
     **{(method, "/v2.0/{project_id}" + path): check for (method, path), check in SESSION_PATH_CHECKS.items()},
 }
@@ -314,7 +325,7 @@ def test_livy_session_json(world: World, customized: ManagedSession) -> None:
     assert body["conf"] == {"spark.sql.shuffle.partitions": "4"}
     assert body["appInfo"] == {
         "driverLogUrl": f"{BASE_URL}/sessions/{customized.id}/log",
-        "sparkUiUrl": customized.ui_url,
+        "sparkUiUrl": f"{BASE_URL}/sessions/{customized.id}/ui",
     }
     assert (body["create_time"], body["update_time"]) == (customized.created, customized.updated)
 
@@ -639,7 +650,7 @@ def test_the_wait_is_capped() -> None:
 
 MANAGER_API = [
     "get", "touch", "list", "create", "delete", "submit", "statement", "cancel", "arrow_result", "watch",
-    "log_size", "completion",
+    "log_size", "completion", "output",
 ]  # fmt: skip
 
 

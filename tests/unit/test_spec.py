@@ -765,7 +765,7 @@ def test_to_livy_uses_livy_names_and_wire_forms():
         conf={"a": "1"},
         py_files=("x.py",),
         archives=("y.zip",),
-        heartbeat_timeout_s=30,
+        heartbeat_timeout_s=90,
         proxy_user="bob",
         ttl_s=7200,
         idle_timeout_s=90,
@@ -780,7 +780,7 @@ def test_to_livy_uses_livy_names_and_wire_forms():
         "conf": {"a": "1"},
         "pyFiles": ["x.py"],
         "archives": ["y.zip"],
-        "heartbeatTimeoutInSecond": 30,
+        "heartbeatTimeoutInSecond": 90,
         "proxyUser": "bob",
         "ttl": "2h",
         "idleTimeout": "90s",
@@ -824,7 +824,7 @@ def test_to_dli_uses_dli_names_and_wire_forms():
         driver_cores=1,
         conf={"a": "1"},
         modules=("m",),
-        heartbeat_timeout_s=10,
+        heartbeat_timeout_s=600,
     )
     assert spec.to_dli() == {
         "kind": "sql",
@@ -835,7 +835,7 @@ def test_to_dli_uses_dli_names_and_wire_forms():
         "driverCores": 1,
         "conf": {"a": "1"},
         "modules": ["m"],
-        "heartbeatTimeoutInSecond": 10,
+        "heartbeatTimeoutInSecond": 600,
     }
 
 
@@ -888,7 +888,7 @@ LIVY_SPECS = [
         files=("d",),
         archives=("e.zip#env",),
         conf={"spark.a": "1", "spark.b": "true"},
-        heartbeat_timeout_s=45,
+        heartbeat_timeout_s=75,
         proxy_user="u",
         ttl_s=3600,
         idle_timeout_s=61,
@@ -907,7 +907,7 @@ DLI_SPECS = [
         modules=("m1", "m2"),
         resources=({"name": "r.jar", "type": "jar"},),
         groups=({"name": "g", "resources": [{"name": "x.jar", "type": "jar"}]},),
-        heartbeat_timeout_s=5,
+        heartbeat_timeout_s=300,
         jars=("j",),
         py_files=("p",),
         files=("f",),

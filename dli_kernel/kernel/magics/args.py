@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from IPython.core.error import UsageError
 
-from dli_kernel.spec import SpecError, parse_memory, parse_number
+from dli_kernel.spec import MIN_HEARTBEAT_TIMEOUT_S, SpecError, parse_memory, parse_number
 
 
 class HelpShown(Exception):
@@ -71,6 +71,17 @@ def non_negative(value: str) -> int:
     number = parse_number(value)
     if number is None:
         raise argparse.ArgumentTypeError(f"must be a whole number of seconds, 0 or more (got {value!r})")
+    return number
+
+
+def heartbeat(value: str) -> int:
+    """A heartbeat timeout the kernel keeps up with: refused here, before any session is replaced."""
+    number = non_negative(value)
+    if 0 < number < MIN_HEARTBEAT_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (off) or at least {MIN_HEARTBEAT_TIMEOUT_S} seconds, as the kernel beats every 30 s "
+            f"and a shorter timeout ends its idle session (got {value!r})"
+        )
     return number
 
 

@@ -137,6 +137,9 @@ class SessionMagics(RunnerMagics):
             print(f"Session {info.id} reports no Spark UI (state {info.state}).")
             return
         publish_display_data(link_bundle("Spark UI", info.spark_ui_url, f"Spark UI of session {info.id}"))
+        if info.spark_ui_url.startswith(self.holder.client.url + "/"):
+            # The embedded server's proxy: a plain click in a browser would get its 401.
+            print("It takes the server's token ('Authorization: Bearer'); a browser needs a header add-on.")
 
     def logs(self, parsed: argparse.Namespace, cell: str | None) -> None:
         session_id = self.runner.require_session("logs")
@@ -238,7 +241,7 @@ def session_parser() -> args.Parser:
     configure.add_argument("--py-files", type=args.csv, metavar="PATHS", help="comma-separated")
     configure.add_argument("--files", type=args.csv, metavar="PATHS", help="comma-separated")
     configure.add_argument("--name", metavar="NAME")
-    configure.add_argument("--heartbeat-timeout", type=args.non_negative, metavar="SECONDS")
+    configure.add_argument("--heartbeat-timeout", type=args.heartbeat, metavar="SECONDS")
     configure.add_argument("--cluster", metavar="NAME", help="cluster (queue) the session runs on")
     configure.add_argument("--kind", metavar="KIND", help=f"one of {', '.join(KINDS)}")
     configure.add_argument(
