@@ -51,8 +51,9 @@ def is_running(process: ProcessId) -> bool:
     return process_id(process[0]) == process
 
 
-def process_table() -> dict[int, tuple[int, int]]:
-    """Every live process: pid -> (parent pid, start time). Empty without /proc."""
+def process_table(zombies: bool = False) -> dict[int, tuple[int, int]]:
+    """Every live process (and every zombie, with ``zombies``): pid -> (parent pid, start time). Empty
+    without /proc."""
     table = {}
     try:
         names = os.listdir("/proc")
@@ -61,7 +62,7 @@ def process_table() -> dict[int, tuple[int, int]]:
     for name in names:
         if name.isdigit():
             stat = _stat(int(name))
-            if stat is not None and stat[0] != "Z":
+            if stat is not None and (zombies or stat[0] != "Z"):
                 table[int(name)] = (stat[1], stat[2])
     return table
 

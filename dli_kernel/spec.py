@@ -154,9 +154,16 @@ def lone_surrogate(text: str) -> str | None:
     return None
 
 
-def shown(value: str, limit: int = 80) -> str:
-    """``value`` for a message: quoted, and cut short when a client sent something long."""
-    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` for a message: its repr (a string quoted), cut short when a client sent something long.
+    A list or object is only described: the repr of a few million items would take the CPU (and the GIL)
+    for a second."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+    if isinstance(value, list | dict):
+        return f"{json_type(value)} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _parse_int(value: object, field: str, minimum: int, what: str) -> int:

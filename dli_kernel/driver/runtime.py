@@ -26,6 +26,7 @@ from IPython import get_ipython
 from IPython.display import display
 
 from dli_kernel.driver import scala_repl
+from dli_kernel.processes import ProcessId, descendants, process_id, process_table
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, LIVY_TABLE_MIME, PROGRESS_FILE, SQL_RESULT_MIME, job_group
 
 if TYPE_CHECKING:
@@ -131,28 +132,16 @@ def _reap_adopted() -> None:
     (pid, start time), so a pid reused by a new child of the code is never taken for an orphan.
     """
     me = os.getpid()
-    grandchildren: set[tuple[int, int]] = set()  # seen below us, not as our children: adoptable
+    adoptable: set[ProcessId] = set()  # seen below us, not as our children
     while True:
-        table: dict[tuple[int, int], tuple[int, str]] = {}  # process -> (parent pid, state)
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                with contextlib.suppress(OSError, IndexError):
-                    fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-                    table[(int(name), int(fields[19]))] = (int(fields[1]), fields[0])
-        children: dict[int, list[tuple[int, int]]] = {}
-        for process, (parent, _) in table.items():
-            children.setdefault(parent, []).append(process)
-        for process in children.get(me, ()):
-            if process in grandchildren and table[process][1] == "Z":
+        table = process_table(zombies=True)
+        children = {(pid, start) for pid, (parent, start) in table.items() if parent == me}
+        for pid, _ in children & adoptable:
+            if process_id(pid) is None:  # a zombie: it exited, and nobody else will wait for it
                 with contextlib.suppress(ChildProcessError):
-                    os.waitpid(process[0], os.WNOHANG)
-        below = [p for child in children.get(me, ()) for p in children.get(child[0], ())]
-        seen = set()
-        while below:
-            process = below.pop()
-            seen.add(process)
-            below.extend(children.get(process[0], ()))
-        grandchildren = (grandchildren & set(table)) | seen
+                    os.waitpid(pid, os.WNOHANG)
+        present = {(pid, start) for pid, (_, start) in table.items()}
+        adoptable = (adoptable & present) | (descendants(me, table) - children)
         time.sleep(ORPHAN_REAP_EVERY)
 
 

@@ -57,7 +57,7 @@ from dli_kernel.server.manager import (
     Statement,
     UnknownId,
 )
-from dli_kernel.server.params import find_session, find_statement
+from dli_kernel.server.params import requested_session
 from dli_kernel.server.principal import Principal
 from dli_kernel.server.users import Users
 from dli_kernel.spec import SpecError, parse_number, shown
@@ -195,20 +195,18 @@ def _run(handler: Callable[[Call], dict[str, Any]], call: Call) -> dict[str, Any
 def _session(call: Call, session_id: str) -> ManagedSession:
     """The session a request names; every request on a session counts as its heartbeat."""
     try:
-        session = find_session(call.manager, session_id, call.principal)
+        return requested_session(call.manager, session_id, call.principal)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound.SessionNotFound",
             f"session {shown(session_id)} does not exist; DescribeNotebookSessions lists the ones there are.",
         ) from None
-    call.manager.touch(session)
-    return session
 
 
 def _statement(call: Call, session: ManagedSession, statement_id: str) -> Statement:
     try:
         # Only ASCII digits without a leading zero name a statement: '²', '00' or 5000 digits name none.
-        return find_statement(call.manager, session, statement_id)
+        return call.manager.statement(session, statement_id)
     except UnknownId:
         raise DlcError(
             "ResourceNotFound",

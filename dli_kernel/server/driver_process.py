@@ -185,6 +185,8 @@ class Driver:
             return None
         if not pid_alive(pid) or not (workdir / CONNECTION_FILE).exists():
             return None
+        if started_with(pid, workdir / CONNECTION_FILE) is False:
+            return None  # the pid is now an unrelated process's (after a reboot): not ours to stop
         return cls(workdir, pid)
 
     def _connect(self) -> BlockingKernelClient:
@@ -475,6 +477,18 @@ def _lines(traceback: list[str]) -> list[str]:
     """IPython's traceback entries as Livy's list of lines, each ending in a newline."""
     text = _strip("\n".join(traceback))
     return [line + "\n" for line in text.splitlines()]
+
+
+def started_with(pid: int, connection_file: Path) -> bool | None:
+    """Whether process ``pid`` is a driver kernel started with this connection file, rather than a later
+    process that got its pid; None where there is no /proc to tell (macOS)."""
+    if not Path("/proc/self").exists():
+        return None
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(str(connection_file)) in arguments
 
 
 def note_jvm(workdir: Path, info: dict[str, Any]) -> None:

@@ -32,11 +32,10 @@ from dli_kernel.server.params import (
     CompletionRequest,
     SessionFilter,
     StatementRequest,
-    find_session,
-    find_statement,
     int_param,
     optional_int,
     parse_json,
+    requested_session,
     wait_param,
 )
 from dli_kernel.server.principal import Principal
@@ -104,19 +103,11 @@ def _sessions_path(request: Request, family: Family) -> str:
     return f"{family.prefix.format(**parts)}/sessions"
 
 
-def _find(manager: SessionManager, session_id: str, viewer: Principal) -> ManagedSession:
-    """The session a path names, if ``viewer`` sees it; every request on a session's paths counts as its
-    heartbeat."""
-    session = find_session(manager, session_id, viewer)
-    manager.touch(session)
-    return session
-
-
 def _find_statement(
     manager: SessionManager, session_id: str, statement_id: str, viewer: Principal
 ) -> tuple[ManagedSession, Statement]:
-    session = _find(manager, session_id, viewer)
-    return session, find_statement(manager, session, statement_id)
+    session = requested_session(manager, session_id, viewer)
+    return session, manager.statement(session, statement_id)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -183,7 +174,9 @@ async def create_session(request: Request, family: Family) -> JSONAnswer:
 async def _session_after_wait(request: Request) -> ManagedSession:
     """The path's session, once its state changed or ``?wait=`` ran out (at once without one)."""
     manager = _manager(request)
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"], _viewer(request))
+    session = await run_in_threadpool(
+        requested_session, manager, request.path_params["session_id"], _viewer(request)
+    )
     wait = wait_param(request.query_params)
     if wait and not session.ended:
         await hold(request.app, manager, session, None, session.state, wait)
@@ -207,7 +200,7 @@ async def delete_session(request: Request, family: Family) -> JSONAnswer:
     manager, viewer = _manager(request), _viewer(request)
 
     def delete() -> None:
-        manager.delete(_find(manager, request.path_params["session_id"], viewer))
+        manager.delete(requested_session(manager, request.path_params["session_id"], viewer))
 
     await run_in_threadpool(delete)
     return JSONAnswer({"msg": "deleted"})
@@ -218,7 +211,7 @@ async def session_log(request: Request, family: Family) -> JSONAnswer:
     manager, query, viewer = _manager(request), request.query_params, _viewer(request)
 
     def log() -> dict[str, Any]:
-        session = _find(manager, request.path_params["session_id"], viewer)
+        session = requested_session(manager, request.path_params["session_id"], viewer)
         start = optional_int(query, "from", minimum=0)
         start, total, lines = session.log_lines(start, int_param(query, "size", minimum=0, default=100))
         return {"id": family.public_id(session), "from": start, "total": total, "log": lines}
@@ -231,12 +224,18 @@ async def session_log(request: Request, family: Family) -> JSONAnswer:
 
 @_endpoint
 async def list_statements(request: Request, family: Family) -> Response:
-    manager = _manager(request)
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"], _viewer(request))
-    statements = [statement_json(s) for s in list(session.statements)]
-    if request.query_params.get("order") == "desc":
-        statements.reverse()
-    return statement_response({"total_statements": len(statements), "statements": statements})
+    manager, session_id, viewer = _manager(request), request.path_params["session_id"], _viewer(request)
+    descending = request.query_params.get("order") == "desc"
+
+    def page() -> Response:
+        # In the worker thread too: a session's statements may hold megabytes of output to encode.
+        session = requested_session(manager, session_id, viewer)
+        statements = [statement_json(s) for s in list(session.statements)]
+        if descending:
+            statements.reverse()
+        return statement_response({"total_statements": len(statements), "statements": statements})
+
+    return await run_in_threadpool(page)
 
 
 @_endpoint
@@ -248,7 +247,7 @@ async def submit_statement(request: Request, family: Family) -> JSONAnswer:
     statements_path = f"{_sessions_path(request, family)}/{quote(session_id, safe='')}/statements"
 
     def submit() -> JSONAnswer:
-        session = _find(manager, session_id, viewer)
+        session = requested_session(manager, session_id, viewer)
         wanted = StatementRequest.from_body(parse_json(raw))
         statement = manager.submit(session, wanted.code, wanted.kind, wanted.max_rows, wanted.result_format)
         location = f"{statements_path}/{statement.id}"
@@ -266,16 +265,17 @@ async def get_statement(request: Request, family: Family) -> Response:
     )
     wait = wait_param(request.query_params)
     if not wait:
-        return statement_response(statement_json(statement))
+        # Encoded in the worker thread: an output may be a megabyte of JSON.
+        return await run_in_threadpool(lambda: statement_response(statement_json(statement)))
     if statement.state not in STATEMENT_DONE:
         await hold(request.app, manager, session, statement, statement.state, wait)
 
-    def answer() -> dict[str, Any]:
+    def answer() -> Response:
         # Only clients that long-poll get logSize: with it they skip log requests when nothing was logged.
         latest = manager.statement(session, statement_id)
-        return {**statement_json(latest), "logSize": manager.log_size(session)}
+        return statement_response({**statement_json(latest), "logSize": manager.log_size(session)})
 
-    return statement_response(await run_in_threadpool(answer))
+    return await run_in_threadpool(answer)
 
 
 @_endpoint
@@ -309,7 +309,7 @@ async def completion(request: Request, family: Family) -> JSONAnswer:
     manager, viewer = _manager(request), _viewer(request)
 
     def complete() -> list[str]:
-        session = _find(manager, request.path_params["session_id"], viewer)
+        session = requested_session(manager, request.path_params["session_id"], viewer)
         wanted = CompletionRequest.from_body(parse_json(raw))
         return manager.completion(session, wanted.code, wanted.kind, wanted.cursor)
 

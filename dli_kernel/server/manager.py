@@ -424,7 +424,10 @@ class SessionManager:
         reason = session.ended_reason or "the server stopped while ending it"
 
         def end() -> None:
-            session.driver = self._starter.leftover(session)
+            try:
+                session.driver = self._starter.leftover(session)
+            except Exception as err:  # its connection file is unreadable: the end is recorded all the same
+                self._states.log(session, f"the driver left could not be reached ({type(err).__name__})")
             self._states.end(session, final, reason)
 
         thread = threading.Thread(target=end, name=f"dli-end-{session.id}", daemon=True)

@@ -179,7 +179,7 @@ _WAIT = _query(
     f"hold the answer until the state changes, at most this many seconds (capped at {MAX_WAIT:g})",
 )
 _PATH_PARAMETERS: dict[str, tuple[Schema, str]] = {
-    "project_id": (_NAME, "the DLI project id; any non-empty text"),
+    "project_id": (_NAME, "the DLI project id: 1 to 64 ASCII letters, digits, '.', '_' and '-'"),
     "session_id": (_NAME, "a session's Livy id (ASCII digits), its DLI uuid, or its name"),
     "statement_id": (_NAME, "a statement's id in its session (ASCII digits)"),
     "path": (_STRING, "a path of the Spark UI's, slashes included"),

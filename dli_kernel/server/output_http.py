@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from dli_kernel.server.answers import JSONAnswer
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.server.outputs import SpilledOutput
-from dli_kernel.server.params import find_session, find_statement
+from dli_kernel.server.params import requested_session
 from dli_kernel.server.principal import Principal
 
 _READ = 256 * 1024  # bytes of an output file read (and sent) at once
@@ -102,10 +102,9 @@ async def statement_output(request: Request, family: object = None) -> Response:
     session_id, statement_id = request.path_params["session_id"], request.path_params["statement_id"]
 
     def find() -> Response:
-        # The ids' rules are the other routes' (find_session, find_statement); the request is a heartbeat.
-        session = find_session(manager, session_id, viewer)
-        manager.touch(session)
-        output = manager.output(session, find_statement(manager, session, statement_id))
+        # The ids' rules, and the heartbeat, are the other routes'.
+        session = requested_session(manager, session_id, viewer)
+        output = manager.output(session, manager.statement(session, statement_id))
         if isinstance(output, SpilledOutput) and output.path.is_file():
             return FileResponse(output.path, media_type="application/json")
         return JSONAnswer(dict(output))

@@ -15,9 +15,9 @@ from typing import Any
 
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, MAX_WAIT
 from dli_kernel.server import json_body
-from dli_kernel.server.manager import Invalid, ManagedSession, SessionManager, Statement
+from dli_kernel.server.manager import Invalid, ManagedSession, SessionManager
 from dli_kernel.server.principal import Principal
-from dli_kernel.spec import json_type, parse_number, shown, unknown_names
+from dli_kernel.spec import parse_number, shown, unknown_names
 
 STATEMENT_FIELDS = ("code", "kind", "maxRows", "resultFormat")
 # A decimal number as clients write them (Python's :g writes 1e-05), in ASCII only.
@@ -33,22 +33,13 @@ def parse_json(raw: bytes) -> Any:
         raise Invalid(str(err)) from None
 
 
-def given(value: object, limit: int = 80) -> str:
-    """A value a client sent, for a message: its repr, cut short when long. A list or object is only
-    described: the repr of a few million items would take the CPU (and the GIL) for a second."""
-    if isinstance(value, list | dict):
-        return f"{json_type(value)} of {len(value)} items"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def find_session(manager: SessionManager, key: str, viewer: Principal) -> ManagedSession:
-    """The session ``key`` names exactly: its number as the server writes it, its uuid or its name."""
-    return manager.get(key, viewer)
-
-
-def find_statement(manager: SessionManager, session: ManagedSession, statement_id: str) -> Statement:
-    return manager.statement(session, statement_id)
+def requested_session(manager: SessionManager, key: str, viewer: Principal) -> ManagedSession:
+    """The session a request's path names exactly (its number as the server writes it, its uuid or its
+    name), if ``viewer`` sees it. Every request on a session's paths, the Spark UI's and DLC's included,
+    counts as its heartbeat: a client that only reads keeps its session."""
+    session = manager.get(key, viewer)
+    manager.touch(session)
+    return session
 
 
 def optional_int(query: Mapping[str, str], name: str, minimum: int) -> int | None:
@@ -121,12 +112,12 @@ class StatementRequest:
         if not isinstance(code, str):
             raise Invalid("'code' is required and must be a string.")
         if kind is not None and not isinstance(kind, str):
-            raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {given(kind)}).")
+            raise Invalid(f"'kind' must be a string such as 'pyspark', 'spark' or 'sql' (got {shown(kind)}).")
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < -1:
-            raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {given(max_rows)}).")
+            raise Invalid(f"'maxRows' must be an integer >= 0, or -1 for all rows (got {shown(max_rows)}).")
         result_format = body.get("resultFormat", "json")
         if not isinstance(result_format, str):
-            raise Invalid(f"'resultFormat' must be 'json' or 'arrow' (got {given(result_format)}).")
+            raise Invalid(f"'resultFormat' must be 'json' or 'arrow' (got {shown(result_format)}).")
         return cls(code, kind, max_rows, result_format)
 
 
@@ -150,6 +141,6 @@ class CompletionRequest:
             cursor = parse_number(cursor)  # Livy's own client sends it as a string
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= len(code):
             raise Invalid(
-                f"'cursor' must be an integer between 0 and the length of code (got {given(cursor)})."
+                f"'cursor' must be an integer between 0 and the length of code (got {shown(cursor)})."
             )
         return cls(code, body.get("kind"), cursor)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dli_kernel.server.driver_process import CONNECTION_FILE, Driver, jvm_exited
+from dli_kernel.server.driver_process import CONNECTION_FILE, Driver, jvm_exited, started_with
 
 log = logging.getLogger("dli_kernel.server")
 
@@ -277,7 +277,9 @@ def stop_leftovers(root: Path) -> None:
     for workdir in root.iterdir():
         driver = Driver.attach(workdir) if workdir.is_dir() else None
         if driver is not None:
-            if _runs_with(driver.pid, workdir / CONNECTION_FILE):
+            # Attach refuses a pid now another process's; without /proc it cannot tell, and then the
+            # driver is left rather than risk stopping an unrelated process.
+            if started_with(driver.pid, workdir / CONNECTION_FILE):
                 log.info("stopping pooled driver %s left by a previous server", driver.pid)
                 driver.stop()
             else:
@@ -292,12 +294,3 @@ def _without_name(settings: dict[str, Any]) -> dict[str, Any]:
 def _kill_group(driver: Driver) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(driver.pid, signal.SIGTERM)
-
-
-def _runs_with(pid: int, connection_file: Path) -> bool:
-    """Whether process ``pid`` is a driver kernel started with this connection file."""
-    try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return os.fsencode(str(connection_file)) in arguments

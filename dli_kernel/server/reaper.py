@@ -5,6 +5,7 @@ processes below each driver, so that a session's end stops them all."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from dli_kernel.processes import process_table
 from dli_kernel.server.driver_process import Driver, jvm_exit_reason, jvm_exited
 from dli_kernel.server.records import ManagedSession, error_output
 from dli_kernel.server.states import IN_DRIVER, SessionStates
+
+log = logging.getLogger("dli_kernel.server")
 
 REPEAT_INTERRUPT_AFTER = 3.0
 # Seconds from a cancel until a statement that has not stopped (its code ignores SIGINT, or is stuck in
@@ -43,7 +46,12 @@ class Reaper:
 
     def _run(self) -> None:
         while not self._states.closing.wait(self._every):
-            self.sweep(time.monotonic())
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                # One session's failed end (its store write, its driver's stop) must not stop the reaping,
+                # heartbeat checks and cancel escalation of every other session for the server's lifetime.
+                log.exception("a sweep of the reaper failed; it sweeps again in %g s", self._every)
 
     def sweep(self, now: float) -> None:
         sessions = [s for s in self._sessions() if not (s.ended or s.stopping)]

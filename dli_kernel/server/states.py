@@ -130,7 +130,7 @@ class SessionStates:
     ) -> None:
         with self.lock:
             # Views read statements without the lock: a done state must never be seen before its output.
-            statement.output = self.spill(session, statement, output)
+            statement.output = output  # a large one was spilled by the worker, before the lock (``spill``)
             statement.progress = 1.0
             statement.completed = now_ms()
             statement.state = state
@@ -140,8 +140,9 @@ class SessionStates:
     def spill(
         self, session: ManagedSession, statement: Statement, output: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """What the statement holds of ``output``: itself, or the stub of its spilled file. ``finish`` calls
-        it; a caller may call it first, without the lock, so that a large file is not written under it."""
+        """What the statement holds of ``output``: itself, or the stub of its spilled file. Called without
+        the lock (the file of a large output takes a while to write), before ``finish``; only the worker
+        has outputs that may be large, the others (errors, cancels) are a few lines."""
         path = outputs.output_path(session.workdir, statement.id)
         try:
             return outputs.keep(output, path, self._spill_above)

@@ -18,10 +18,12 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from dli_kernel.server.manager import ManagedSession, SessionManager
+from dli_kernel.server.answers import JSONAnswer
+from dli_kernel.server.manager import SessionManager
+from dli_kernel.server.params import requested_session
 from dli_kernel.server.principal import Principal
 
 log = logging.getLogger("dli_kernel.server")
@@ -149,23 +151,15 @@ class Upstream:
         self._http.close()
 
 
-def _find(manager: SessionManager, key: str, viewer: Principal) -> ManagedSession:
-    # The same 404 for a session the viewer may not see as for one that does not exist; browsing a
-    # session's UI counts as its heartbeat, as every request on its paths does.
-    session = manager.get(key, viewer)
-    manager.touch(session)
-    return session
-
-
 async def spark_ui(request: Request) -> Response:
     viewer = request.user
     assert isinstance(viewer, Principal)  # the token check put them there
     manager: SessionManager = request.app.state.manager
-    session = await run_in_threadpool(_find, manager, request.path_params["session_id"], viewer)
+    session = await run_in_threadpool(requested_session, manager, request.path_params["session_id"], viewer)
     ui_url = session.ui_url
     if not ui_url or session.ended:
         state = session.state
-        return JSONResponse({"msg": f"session {session.id} has no Spark UI now: it is {state}."}, 409)
+        return JSONAnswer({"msg": f"session {session.id} has no Spark UI now: it is {state}."}, 409)
     # Under the app's root path, not the mount's (which ends in the session's key as the caller wrote it).
     prefix = request.scope.get("app_root_path", "") + ui_path(session.id)
     url = upstream_url(ui_url, request.path_params.get("path", ""), request.url.query)
@@ -174,10 +168,10 @@ async def spark_ui(request: Request) -> Response:
         upstream = await run_in_threadpool(Upstream, request.method, url, headers)
     except requests.Timeout:
         msg = f"the Spark UI of session {session.id} did not answer within {READ_TIMEOUT:.0f} s."
-        return JSONResponse({"msg": msg}, 504)
+        return JSONAnswer({"msg": msg}, 504)
     except requests.RequestException as err:
         msg = f"the Spark UI of session {session.id} could not be reached ({type(err).__name__})."
-        return JSONResponse({"msg": msg}, 502)
+        return JSONAnswer({"msg": msg}, 502)
     answer = upstream.response
     headers = response_headers(answer.headers, ui_url, prefix)
     if request.method == "HEAD" or answer.status_code in (204, 304):

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "embedded": {"config", "client", "protocol", "spec", "processes"},
     "kernel": {"kernel", "client", "config", "embedded", "protocol", "spec", "dli_kernel"},
     "server": {"server", "protocol", "spec", "processes", "dli_kernel"},
-    "driver": {"driver", "protocol"},
+    "driver": {"driver", "protocol", "processes"},
     "install": set(),
     "demo": {"protocol", "install", "embedded"},
     # the command line and the package root sit above every layer
