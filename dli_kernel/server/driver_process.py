@@ -480,15 +480,20 @@ def _lines(traceback: list[str]) -> list[str]:
 
 
 def started_with(pid: int, connection_file: Path) -> bool | None:
-    """Whether process ``pid`` is a driver kernel started with this connection file, rather than a later
-    process that got its pid; None where there is no /proc to tell (macOS)."""
+    """Whether process ``pid`` is a driver kernel of this server's state dir, rather than a later process
+    that got its pid; None where there is no /proc to tell (macOS).
+
+    A pooled driver was started in ``<state>/pool/<n>/`` and moved to ``<state>/sessions/<id>/`` when a
+    session took it, so its command line names a connection file of the same state dir, not this one."""
     if not Path("/proc/self").exists():
         return None
     try:
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return os.fsencode(str(connection_file)) in arguments
+    state_dir = connection_file.parent.parent.parent
+    paths = [Path(os.fsdecode(argument)) for argument in arguments]
+    return any(p.name == connection_file.name and p.parent.parent.parent == state_dir for p in paths)
 
 
 def note_jvm(workdir: Path, info: dict[str, Any]) -> None:

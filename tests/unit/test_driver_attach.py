@@ -37,3 +37,28 @@ def test_a_kernel_started_with_the_connection_file_is_recognised(tmp_path: Path)
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.parametrize(("started_in", "ours"), [("state/pool/3", True), ("other-state/sessions/7", False)])
+def test_a_pooled_driver_moved_into_a_session_is_still_recognised(
+    tmp_path: Path, started_in: str, ours: bool
+) -> None:
+    """A session that took a pooled driver has it in its own workdir, but the kernel's command line names
+    the pool's connection file: a file of the same state dir is the server's own."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(30)",
+            "-f",
+            str(tmp_path / started_in / CONNECTION_FILE),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10.0
+        while b"-f" not in Path(f"/proc/{process.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started_with(process.pid, tmp_path / "state" / "sessions" / "7" / CONNECTION_FILE) is ours
+    finally:
+        process.kill()
+        process.wait()
