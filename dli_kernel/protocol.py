@@ -35,6 +35,9 @@ TIMEZONE_KEY = b"dli_kernel.timezone"  # Arrow schema metadata: Spark's session 
 # Extensions to Livy the embedded server lists in `GET /version`; plain Livy clients never use them.
 EXT_WAIT = "wait"  # `?wait=<seconds>` long-poll on session and statement GETs
 EXT_ARROW = "arrow"  # `"resultFormat": "arrow"` and `GET .../statements/{id}/result`
+# Added to EXTENSIONS by the work that serves them (issue 14):
+EXT_OUTPUTS = "outputs"  # a statement's output also carries its Jupyter outputs in order (`jupyterOutputs`)
+EXT_LINKS = "links"  # `POST /sessions/{id}/links`: short-lived signed browser links (Spark UI, driver log)
 EXTENSIONS = (EXT_WAIT, EXT_ARROW)
 MAX_WAIT = 30.0  # seconds a long-poll may hold a request: well inside any client's read timeout
 

@@ -15,6 +15,7 @@ from typing import Any
 from IPython.display import DisplayHandle
 
 from dli_kernel.client import SessionInfo
+from dli_kernel.kernel.tables import table_bundle
 from dli_kernel.protocol import LIVY_TABLE_MIME
 from dli_kernel.spec import SessionSpec, format_duration, format_memory
 
@@ -28,6 +29,20 @@ class Rendered:
     text: str = ""
     displays: list[dict[str, Any]] = field(default_factory=list)
     error: tuple[str, str, list[str]] | None = None  # ename, evalue, traceback lines
+
+
+class Result:
+    """A remote cell's value. A cell magic's return value is what IPython shows as the cell's ``Out[n]``
+    (an ``execute_result`` with the execution count), so the magics return one of these for it."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.bundle
+
+    def __repr__(self) -> str:
+        return str(self.bundle.get("text/plain", ""))
 
 
 def render(output: dict[str, Any] | None) -> Rendered:
@@ -55,52 +70,6 @@ def render(output: dict[str, Any] | None) -> Rendered:
         else:
             rendered.displays.append({"application/json": value, "text/plain": json.dumps(value, indent=1)})
     return rendered
-
-
-def table_bundle(names: list[str], rows: list[list[Any]], total: int) -> dict[str, str]:
-    """An HTML table with a text twin; when rows were cut, both say how many there were."""
-    shown = len(rows)
-    note = (
-        f"{shown} of {total} rows shown (raise the row limit to see more)"
-        if total > shown
-        else (f"{shown} row{'s' if shown != 1 else ''}")
-    )
-    cells = [[_cell(value) for value in row] for row in rows]
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
-    table_html = (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p>{html.escape(note)}</p>"
-    )
-    widths = [
-        max([len(name)] + [len(row[i]) for row in cells if i < len(row)]) for i, name in enumerate(names)
-    ]
-    lines = ["  ".join(name.ljust(width) for name, width in zip(names, widths, strict=True))]
-    lines += ["  ".join(c.ljust(width) for c, width in zip(row, widths, strict=False)) for row in cells]
-    return {"text/html": table_html, "text/plain": "\n".join([*lines, note])}
-
-
-def frame_bundle(frame: Any, total: int, name: str, shown: int = 1000) -> dict[str, str]:
-    """A table of a ``-o`` DataFrame's first rows, saying how many rows the query had and ``name`` holds."""
-    import pandas as pd  # only -o needs it
-
-    def cell(value: Any) -> Any:
-        scalar = not isinstance(value, list | dict | tuple) and pd.api.types.is_scalar(value)
-        return None if scalar and pd.isna(value) else value
-
-    rows = [[cell(v) for v in row] for row in frame.head(shown).itertuples(index=False, name=None)]
-    bundle = table_bundle([str(c) for c in frame.columns], rows, len(frame))
-    held = f"{name} holds {len(frame)} of {total} rows" if len(frame) < total else f"{name} holds all rows"
-    bundle["text/plain"] += f"; {held}"
-    bundle["text/html"] = bundle["text/html"].removesuffix("</p>") + f"; {html.escape(held)}</p>"
-    return bundle
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
 
 
 # -- lines that change while a cell runs -----------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dli_kernel.kernel.display import Rendered, render, table_bundle
+from dli_kernel.kernel.display import Rendered, render
+from dli_kernel.kernel.tables import table_bundle
 
 
 def test_nothing_yet() -> None:

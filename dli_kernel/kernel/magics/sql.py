@@ -11,11 +11,11 @@ from IPython.display import publish_display_data
 
 from dli_kernel.client import DataFrameResult, MissingDependency, StatementInfo
 from dli_kernel.client.results import require_arrow
-from dli_kernel.kernel.display import frame_bundle
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics
 from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.kernel.sql_text import split_sql
+from dli_kernel.kernel.tables import frame_bundle
 from dli_kernel.protocol import DEFAULT_MAX_ROWS
 
 TAKES_VALUE = {"-o", "-n", "--sample"}
