@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,6 @@ from tests.unit.manager_fakes import (
     wait_until,
 )
 from tests.unit.test_manager_recovery import saved
-
-
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
-def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
-    manager = make_manager(tmp_path, launcher)
-    try:
-        yield manager
-    finally:
-        manager.close()
 
 
 def gone_jvm(workdir: Path) -> int:

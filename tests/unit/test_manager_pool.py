@@ -20,11 +20,6 @@ from tests.unit.manager_fakes import (
 )
 
 
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
 @contextlib.contextmanager
 def pooled_manager(tmp_path: Path, launcher: FakeLauncher, held: bool = False) -> Iterator[SessionManager]:
     """A manager with a pool of one; ``held`` holds its pooled drivers in Spark's start from the first (the

@@ -11,26 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from dli_kernel.protocol import PROGRESS_FILE
 from dli_kernel.server.manager import ManagedSession, SessionManager, Statement
 from dli_kernel.spec import SessionSpec
-from tests.unit.manager_fakes import WAIT, FakeLauncher, Run, make_manager, wait_state, wait_until
-
-
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
-def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
-    manager = make_manager(tmp_path, launcher)
-    try:
-        yield manager
-    finally:
-        manager.close()
+from tests.unit.manager_fakes import WAIT, FakeLauncher, Run, wait_state, wait_until
 
 
 def started(manager: SessionManager, launcher: FakeLauncher) -> tuple[ManagedSession, Statement, Run]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,20 +21,6 @@ from tests.unit.manager_fakes import (
     wait_state,
     wait_until,
 )
-
-
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
-def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
-    manager = make_manager(tmp_path, launcher)
-    try:
-        yield manager
-    finally:
-        manager.close()
 
 
 def log_text(session) -> str:

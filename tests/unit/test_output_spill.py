@@ -127,11 +127,6 @@ def test_load_of_a_spilled_output_whose_file_is_gone_is_its_stub(tmp_path: Path)
 
 
 @pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
-@pytest.fixture
 def manager(tmp_path: Path, launcher: FakeLauncher) -> Iterator[SessionManager]:
     manager = make_manager(tmp_path, launcher, output_spill_bytes=LIMIT)
     yield manager

@@ -41,11 +41,6 @@ def stored_session_ids(db: Path) -> set[int]:
     return sessions
 
 
-@pytest.fixture
-def launcher() -> FakeLauncher:
-    return FakeLauncher()
-
-
 def started(manager: SessionManager) -> ManagedSession:
     session = manager.create(SessionSpec())
     wait_state(manager, session, "idle")
