@@ -1,4 +1,5 @@
-"""The ``dli-kernel`` command: ``server`` runs the embedded sessions server, ``demo`` shows it working."""
+"""The dli-kernel command: the embedded sessions server, its users, the sessions on an endpoint, the
+kernelspecs and a demo. Its help texts are plain text (this docstring is not one of them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dli_kernel import __version__, sessions_cli
 from dli_kernel.embedded import default_state_dir
 from dli_kernel.protocol import DLC_SECRET_FILE, USERS_FILE
 from dli_kernel.spec import SpecError, parse_memory, parse_number
@@ -102,6 +104,9 @@ def _byte_size(text: str) -> int:
 
 
 def _users(args: argparse.Namespace) -> int:
+    if args.users_command is None:
+        args.help_of.print_help()
+        return 0
     from dli_kernel.server.users import UsersFileError
 
     state_dir = Path(args.state_dir).expanduser().resolve()
@@ -233,11 +238,52 @@ def _demo(args: argparse.Namespace) -> int:
     return run_notebook(notebook, output, sys.stdout)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dli-kernel", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = (
+    "Jupyter kernels and magics for remote Spark sessions (Huawei Cloud DLI, Tencent Cloud DLC, Apache "
+    "Livy), with an embedded sessions server backed by local PySpark."
+)
+EXAMPLES = """examples:
+  dli-kernel install --user              the PySpark, Spark and Spark SQL kernels for Jupyter
+  dli-kernel demo                        run the quickstart notebook on a local Spark session
+  dli-kernel server --port 0             the sessions server the kernels use by default
+  dli-kernel sessions list               the sessions on the endpoint the kernels use
+  dli-kernel sessions logs 3 --follow    a session's log as it grows
 
-    server = commands.add_parser("server", help="run the embedded sessions server (Livy and DLI paths)")
+'dli-kernel COMMAND --help' tells more about each command."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps a text of one line (a description) to the terminal; keeps one of several lines (examples)
+    as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+FORMATTER = HelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dli-kernel", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=FORMATTER
+    )
+    parser.add_argument("--version", action="version", version=f"dli-kernel {__version__}")
+    parser.set_defaults(run=None, help_of=parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    server = commands.add_parser(
+        "server",
+        help="run the embedded sessions server (Livy, DLI and DLC APIs)",
+        description="Run the embedded sessions server: Livy's, DLI's and DLC's sessions APIs, each session "
+        "a driver process of its own with a real SparkSession. The kernels find it through STATE_DIR/"
+        "server.json and start one themselves when none is running.",
+        epilog="examples:\n  dli-kernel server --port 0\n  dli-kernel server --master spark://spark-master:"
+        "7077 --driver-host 10.0.0.5\n  dli-kernel server --host 0.0.0.0 --users /srv/dli/users.json "
+        "--certfile cert.pem --keyfile key.pem",
+        formatter_class=FORMATTER,
+    )
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     server.add_argument("--port", type=int, default=8998, help="port; 0 takes a free one (default 8998)")
     server.add_argument(
@@ -303,8 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(run=_server)
 
     _users_parser(commands)
+    sessions_cli.add_parser(commands, FORMATTER)
 
-    install = commands.add_parser("install", help="install the PySpark, Spark and Spark SQL kernelspecs")
+    install = commands.add_parser(
+        "install",
+        help="install the PySpark, Spark and Spark SQL kernelspecs",
+        description="Install the kernelspecs of the PySpark (DLI), Spark (DLI) and Spark SQL (DLI) kernels, "
+        "which run this Python; by default where Jupyter looks for a system-wide install.",
+        epilog="examples:\n  dli-kernel install --user\n  dli-kernel install --sys-prefix",
+        formatter_class=FORMATTER,
+    )
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for the current user only")
     where.add_argument("--sys-prefix", action="store_true", help="into this Python environment")
@@ -314,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the quickstart notebook (shipped in the package) headless on a local Spark session",
+        description="Run a notebook headless with the PySpark kernel on the embedded server and print what "
+        "each cell showed; by default the quickstart notebook shipped in the package.",
+        epilog="examples:\n  dli-kernel demo\n  dli-kernel demo --notebook my.ipynb --output "
+        "/tmp/my.executed.ipynb",
+        formatter_class=FORMATTER,
     )
     demo.add_argument("--notebook", help="another notebook to run (default: the quickstart)")
     demo.add_argument("--output", help="where the executed notebook goes (default: ./<name>.executed.ipynb)")
@@ -332,12 +391,21 @@ def _users_parser(commands: Any) -> None:
     users = commands.add_parser(
         "users",
         help="the users of a server a team shares (dli-kernel server --users FILE)",
-        description="Each user has a name and a token; the file keeps only the token's SHA-256. A running "
-        "server re-reads the file within a second: no restart.",
+        description="The users of a server a team shares (dli-kernel server --users FILE). Each user has a "
+        "name and a token; the file keeps only the token's SHA-256. A running server re-reads the file "
+        "within a second: no restart.",
+        epilog="examples:\n  dli-kernel users add alice --users /srv/dli/users.json\n  dli-kernel users "
+        "list --users /srv/dli/users.json\n  dli-kernel users rotate alice --users /srv/dli/users.json",
+        formatter_class=FORMATTER,
     )
-    actions = users.add_subparsers(dest="users_command", required=True)
+    actions = users.add_subparsers(dest="users_command", metavar="COMMAND")
 
-    add = actions.add_parser("add", parents=[where], help="add a user and print their token, once")
+    add = actions.add_parser(
+        "add",
+        parents=[where],
+        help="add a user and print their token, once",
+        description="Add a user and print their token, once (the file keeps only its SHA-256).",
+    )
     add.add_argument("name", metavar="NAME")
     add.add_argument("--admin", action="store_true", help="sees and manages every user's sessions")
     add.add_argument(
@@ -352,15 +420,25 @@ def _users_parser(commands: Any) -> None:
         ("rotate", _users_rotate, "give a user a new token (printed once); the old one stops working"),
         ("dlc-key", _users_dlc_key, "print a user's DLC SecretId and SecretKey"),
     ):
-        parser = actions.add_parser(name, parents=[where], help=text)
+        parser = actions.add_parser(
+            name, parents=[where], help=text, description=text[0].upper() + text[1:] + "."
+        )
         parser.add_argument("name", metavar="NAME")
         parser.set_defaults(users_action=action)
-    listing = actions.add_parser("list", parents=[where], help="names, roles and limits (never tokens)")
+    listing = actions.add_parser(
+        "list",
+        parents=[where],
+        help="names, roles and limits (never tokens)",
+        description="The users' names, roles and session limits (never their tokens).",
+    )
     listing.set_defaults(users_action=_users_list)
-    users.set_defaults(run=_users)
+    users.set_defaults(run=_users, help_of=users)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.run is None:  # no command: say what there is
+        args.help_of.print_help()
+        return 0
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return args.run(args)

@@ -32,6 +32,9 @@ Tencent Cloud DLC (``"dialect": "dlc"``): ``region`` (``DLI_KERNEL_REGION``) is 
 SDK's profile file ``~/.tencentcloud/credentials``. The dlc dialect with no URL is the embedded server spoken
 to through DLC's actions, signed with the server's token as the SecretKey.
 
+How much of a session's log a cell shows while its statement runs: ``log_level`` (``DLI_KERNEL_LOG_LEVEL``),
+one of quiet, warn (the default), info, all (see :mod:`dli_kernel.kernel.spark_log`).
+
 An ``https://`` server's certificate is always verified: against ``ca_bundle`` (``DLI_KERNEL_CA_BUNDLE``),
 the CA file that signed it, where one is set; else against the system's CAs.
 
@@ -66,7 +69,7 @@ from dli_kernel.client.dialects import DIALECTS
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.sessions_client import SessionsClient, shown_url
 from dli_kernel.client.tc3 import TencentTC3, tencent_credential
-from dli_kernel.protocol import CA_BUNDLE_ENV
+from dli_kernel.protocol import CA_BUNDLE_ENV, DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, LOG_LEVELS
 from dli_kernel.spec import SPEC_FIELDS, SessionSpec, SpecError, conf_from_dli, json_type, unknown_names
 
 __all__ = [
@@ -103,6 +106,7 @@ FILE_KEYS = (
     "headers",
     "ca_bundle",
     "session",
+    "log_level",
 )
 # Setting -> the variables that give it, strongest first.
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -119,6 +123,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "secret_key": ("TENCENTCLOUD_SECRET_KEY",),
     "session_token": ("TENCENTCLOUD_SESSION_TOKEN",),
     "ca_bundle": (CA_BUNDLE_ENV,),
+    "log_level": (LOG_LEVEL_ENV,),
 }
 # Session defaults the environment may override: spec attribute -> variable.
 SESSION_ENV_VARS: dict[str, str] = {
@@ -182,6 +187,7 @@ class Settings:
     embedded_dialect: str = "local"  # how to speak to the embedded server: "local", or "dlc" (DLC's actions)
     region: str | None = None  # DLC's region, where one is configured
     ca_bundle: str | None = None  # the configured CA file, for the embedded server's endpoint too
+    log_level: str = DEFAULT_LOG_LEVEL  # how much of the session's log a cell shows (protocol.LOG_LEVELS)
 
 
 class _BasicAuth(HTTPBasicAuth):
@@ -516,6 +522,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
             found_region = src.get("region")
             region = None if found_region is None else check_region(*found_region)
     defaults = _defaults(src, embedded_dlc=embedded_dialect == "dlc")
+    found_level = src.get("log_level")
+    log_level = DEFAULT_LOG_LEVEL if found_level is None else check_choice(*found_level, LOG_LEVELS)
     return Settings(
         endpoint=endpoint,
         defaults=defaults,
@@ -523,4 +531,5 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
         embedded_dialect=embedded_dialect,
         region=region,
         ca_bundle=endpoint.ca_bundle if endpoint is not None else _ca_bundle(src),
+        log_level=log_level,
     )

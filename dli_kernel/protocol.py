@@ -37,8 +37,11 @@ EXT_WAIT = "wait"  # `?wait=<seconds>` long-poll on session and statement GETs
 EXT_ARROW = "arrow"  # `"resultFormat": "arrow"` and `GET .../statements/{id}/result`
 # Added to EXTENSIONS by the work that serves them (issue 14):
 EXT_OUTPUTS = "outputs"  # a statement's output also carries its Jupyter outputs in order (`jupyterOutputs`)
+JUPYTER_OUTPUTS = "jupyterOutputs"  # that field of a Python or Scala statement's output
 EXT_LINKS = "links"  # `POST /sessions/{id}/links`: short-lived signed browser links (Spark UI, driver log)
-EXTENSIONS = (EXT_WAIT, EXT_ARROW)
+LINK_PARAM = "link"  # the query parameter a signed browser link carries its signature in
+LINK_COOKIE = "dli_link"  # the cookie an opened link leaves, scoped to the one path it opens
+EXTENSIONS = (EXT_WAIT, EXT_ARROW, EXT_OUTPUTS, EXT_LINKS)
 MAX_WAIT = 30.0  # seconds a long-poll may hold a request: well inside any client's read timeout
 
 # Files in the server's state dir.
@@ -85,4 +88,10 @@ def result_path(statement_id: int) -> str:
 # -- A server a team shares: its users, their DLC keys, and the kernel's trust in its certificate ---------
 USERS_FILE = "users.json"  # the `dli-kernel users` commands' default, in the state dir (mode 0600)
 DLC_SECRET_FILE = "dlc-secret"  # in the state dir: what users' DLC SecretKeys are derived from (mode 0600)
+LINK_SECRET_FILE = "link-secret"  # in the state dir: the key browser links are signed with (mode 0600)
 CA_BUNDLE_ENV = "DLI_KERNEL_CA_BUNDLE"  # the CA file (or directory) the kernel verifies the server with
+
+# -- How much of a session's log a cell shows while its statement runs (kernel/spark_log.py) --------------
+LOG_LEVELS = ("quiet", "warn", "info", "all")  # nothing; warnings, errors and prints; INFO too; every line
+DEFAULT_LOG_LEVEL = "warn"
+LOG_LEVEL_ENV = "DLI_KERNEL_LOG_LEVEL"

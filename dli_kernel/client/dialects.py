@@ -28,6 +28,28 @@ Send = Callable[["Call"], Any]
 
 
 @dataclass(frozen=True)
+class SessionLinks:
+    """Browser links to a session's pages that open without the token, for ``expires_in`` seconds (the
+    embedded server's ``links`` extension); a page the session has none of now is None."""
+
+    spark_ui: str | None
+    driver_log: str | None
+    expires_in: int
+
+    @classmethod
+    def from_json(cls, body: Any) -> SessionLinks:
+        body = body if isinstance(body, dict) else {}
+
+        def url(name: str) -> str | None:
+            value = body.get(name)
+            return value if isinstance(value, str) and value.startswith(("http://", "https://")) else None
+
+        expires = body.get("expiresIn")
+        valid = isinstance(expires, int) and not isinstance(expires, bool) and expires > 0
+        return cls(url("sparkUiUrl"), url("driverLogUrl"), expires if valid else 0)
+
+
+@dataclass(frozen=True)
 class Call:
     """One request: ``retry`` says whether sending it twice is harmless (None: GET and DELETE are)."""
 
@@ -125,6 +147,10 @@ class Dialect:
         """The completion request, or None when the backend has no completion."""
         return None
 
+    def links(self, session_id: str | int) -> Call | None:
+        """The request for a session's signed browser links, or None where the backend has none."""
+        return None
+
     def statement_body(self, code: str, kind: str | None, max_rows: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"code": code}
         if kind:
@@ -215,6 +241,10 @@ class RestDialect(Dialect):
     def complete(self, session_id: str | int, code: str, kind: str, cursor: int) -> Call | None:
         body = {"code": code, "kind": kind, "cursor": cursor}
         return Call("POST", f"{self._session(session_id)}/completion", json=body, retry=True)
+
+    def links(self, session_id: str | int) -> Call | None:
+        # Asking twice only signs two links: harmless, so it may be retried.
+        return Call("POST", f"{self._session(session_id)}/links", retry=True)
 
 
 def make_dialect(name: str, project_id: str | None = None, region: str | None = None) -> Dialect:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dli_kernel.protocol import ENDED_STATES, READY_STATES, STATE_SPELLINGS, STATEMENT_DONE, STATEMENT_STATES
+from dli_kernel.protocol import (
+    ENDED_STATES,
+    JUPYTER_OUTPUTS,
+    READY_STATES,
+    STATE_SPELLINGS,
+    STATEMENT_DONE,
+    STATEMENT_STATES,
+)
 
 SESSION_ENDED = frozenset(ENDED_STATES)
 SESSION_READY = frozenset(READY_STATES)
@@ -90,6 +97,13 @@ class StatementInfo:
             return self.output is not None
         return self.state in STATEMENT_DONE
 
+    @property
+    def jupyter_outputs(self) -> list[dict[str, Any]] | None:
+        """The statement's Jupyter outputs in order (streams, display data, its execute result), from a
+        server with the ``outputs`` extension; None where the output has none (plain Livy, DLI, DLC, a
+        SQL statement) or they are not well formed: ``output["data"]`` then says it all."""
+        return jupyter_outputs(self.output)
+
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> StatementInfo:
         output = body.get("output")
@@ -106,6 +120,37 @@ class StatementInfo:
             completed=int(body.get("completed") or 0),
             log_size=int(body["logSize"]) if isinstance(body.get("logSize"), int) else None,
         )
+
+
+_STREAMS = ("stdout", "stderr")
+_DISPLAYS = ("display_data", "execute_result")
+
+
+def jupyter_outputs(output: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """``output``'s ``jupyterOutputs`` when each is a stream (``name``, ``text``) or a display
+    (``data``, optional ``metadata``); None otherwise."""
+    outputs = (output or {}).get(JUPYTER_OUTPUTS)
+    if not isinstance(outputs, list):
+        return None
+    for item in outputs:
+        if not isinstance(item, dict):
+            return None
+        if not (_stream(item) or _display(item)):
+            return None
+    return outputs
+
+
+def _stream(item: dict[str, Any]) -> bool:
+    kind, name, text = item.get("output_type"), item.get("name"), item.get("text")
+    return kind == "stream" and name in _STREAMS and isinstance(text, str)
+
+
+def _display(item: dict[str, Any]) -> bool:
+    return (
+        item.get("output_type") in _DISPLAYS
+        and isinstance(item.get("data"), dict)
+        and isinstance(item.get("metadata", {}), dict)
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import urllib3
 from urllib3.exceptions import NewConnectionError
 
 from dli_kernel.client import results
-from dli_kernel.client.dialects import Call, Dialect, make_dialect
+from dli_kernel.client.dialects import Call, Dialect, SessionLinks, make_dialect
 from dli_kernel.client.errors import (
     ClientError,
     ConfigError,
@@ -48,6 +48,7 @@ from dli_kernel.protocol import (
     DEFAULT_MAX_ROWS,
     ENDED_STATES,
     EXT_ARROW,
+    EXT_LINKS,
     EXT_WAIT,
 )
 from dli_kernel.spec import SessionSpec
@@ -339,6 +340,14 @@ class SessionsClient:
             return []
         reply = self._call(call)
         return list(reply.get("candidates") or [])
+
+    def links(self, session_id: str | int) -> SessionLinks | None:
+        """Links to the session's Spark UI and driver log that open in a browser without the token, for a
+        while; None from a server without the ``links`` extension (its URLs are the session's own)."""
+        if EXT_LINKS not in self.server_extensions():
+            return None
+        call = self.dialect.links(session_id)
+        return None if call is None else SessionLinks.from_json(self._call(call))
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import decimal
 import json
+import logging
 import math
 import os
 import re
@@ -74,6 +75,7 @@ def bootstrap(settings_json: str) -> str:
     shell.colors = "nocolor"
     shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
     warnings.showwarning = _warning_to_log
+    _query_context_to_log()
     for name, magic in (("table", _table_magic), ("json", _json_magic), ("matplot", _matplot_magic)):
         shell.register_magic_function(magic, magic_kind="line", magic_name=name)
     shell.events.register("pre_run_cell", _before_statement)
@@ -90,6 +92,20 @@ def _warning_to_log(
     if log is not None:
         log.write(warnings.formatwarning(message, category, filename, lineno, line))
         log.flush()
+
+
+def _query_context_to_log() -> None:
+    """PySpark 4 logs a failing query's error again, as a JSON line, through its query context loggers on
+    stderr, which in this kernel is the statement's output: it goes to the session log instead, where a
+    cell's log level condenses it (the statement's own error says the same)."""
+    try:
+        from pyspark.logger import PySparkLogger
+    except ImportError:  # PySpark before 4 has no such loggers
+        return
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        for handler in PySparkLogger.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and sys.__stderr__ is not None:
+                handler.setStream(sys.__stderr__)
 
 
 def app_info() -> str:
@@ -266,8 +282,9 @@ def _request_data() -> dict[str, Any]:
     return get_ipython().get_parent()["metadata"]["dli"]
 
 
-def run_scala() -> None:
-    """Run the Scala code sent with this request; print its text, or raise its error."""
+def run_scala() -> scala_repl.ScalaValue | None:
+    """Run the Scala code sent with this request; print its text, or raise its error. When the cell ends
+    in an expression its echo is the value returned, so the kernel shows it as the execute result."""
     __tracebackhide__ = True  # IPython hides this frame from the user's traceback
     try:
         code = _request_data()["code"]
@@ -280,15 +297,21 @@ def run_scala() -> None:
         finally:
             scala_repl.busy.clear()
         text, failure = scala_repl.outcome(answer)
+        value = scala_repl.value_echo(answer)
     except KeyboardInterrupt:
         # A cancel that lands while this Python code runs, before or after the Scala: the user asked
         # for a cancelled statement, not for this function's frames.
-        text, failure = "", scala_repl.CANCELLED
+        text, failure, value = "", scala_repl.CANCELLED, None
     except scala_repl.ScalaUnavailable as err:
-        text, failure = "", scala_repl.ScalaFailure("ScalaUnavailable", str(err), [])
+        text, failure, value = "", scala_repl.ScalaFailure("ScalaUnavailable", str(err), []), None
+    if value is not None and text.endswith(value):
+        sys.stdout.write(text[: len(text) - len(value)])
+        # The result's text lacks the newline that Livy's text, made of the two again, puts back.
+        return scala_repl.ScalaValue(value[:-1])
     sys.stdout.write(text)
     if failure:
         raise scala_repl.error_class(failure.ename)(failure)
+    return None
 
 
 def complete_scala() -> list[str]:

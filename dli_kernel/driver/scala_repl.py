@@ -258,6 +258,40 @@ def outcome(answer: dict[str, Any]) -> tuple[str, ScalaFailure | None]:
     return "", ScalaFailure("CompileError", lines[0].strip(), lines)
 
 
+_RESULT_NAME = re.compile(r"res[0-9]+")
+
+
+def value_echo(answer: dict[str, Any]) -> str | None:
+    """The echo of the cell's value, the end of its text: its last statement's ``res3: Int = 42`` when
+    that statement was an expression (the REPL named its value ``resN``); None otherwise (a definition,
+    a statement without a value, a failure), when the text stays as it is.
+
+    Only an echo that ends in exactly one newline qualifies: a notebook shows the value without it, and
+    Livy's text, made again of the printed text and the value, stays the same.
+    """
+    steps = answer.get("steps") or []
+    if answer.get("status") != "ok" or not steps:
+        return None
+    last = steps[-1]
+    defined = last.get("defined") or []
+    if len(defined) != 1 or not _RESULT_NAME.fullmatch(defined[0]):
+        return None
+    echo = livy_echo(last.get("echo", ""), defined)
+    if not echo.startswith(f"{defined[0]}: ") or not echo.endswith("\n") or echo.endswith("\n\n"):
+        return None
+    return echo
+
+
+class ScalaValue:
+    """A Scala cell's value as the driver kernel shows it: its REPL echo, as the statement's result."""
+
+    def __init__(self, echo: str) -> None:
+        self.echo = echo
+
+    def __repr__(self) -> str:
+        return self.echo
+
+
 _FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ (?:elided|more))")
 
 

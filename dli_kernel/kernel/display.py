@@ -15,6 +15,7 @@ from typing import Any
 from IPython.display import DisplayHandle
 
 from dli_kernel.client import SessionInfo
+from dli_kernel.client.models import jupyter_outputs
 from dli_kernel.kernel.tables import table_bundle
 from dli_kernel.protocol import LIVY_TABLE_MIME
 from dli_kernel.spec import SessionSpec, format_duration, format_memory
@@ -24,11 +25,17 @@ PASSED_THROUGH = ("text/html", "image/png", "image/jpeg", "image/svg+xml", "text
 
 @dataclass
 class Rendered:
-    """What the kernel sends for one statement: printed text, display bundles in order, or an error."""
+    """What the kernel sends for one statement: printed text, display bundles in order, or an error.
+
+    From a server that keeps a statement's Jupyter outputs apart (the ``outputs`` extension) there is
+    no text nor displays but ``replay``: its streams and displays in order (an error's, those made
+    before it), and ``result``, its value's bundle, shown as the cell's ``Out[n]``."""
 
     text: str = ""
     displays: list[dict[str, Any]] = field(default_factory=list)
     error: tuple[str, str, list[str]] | None = None  # ename, evalue, traceback lines
+    replay: list[dict[str, Any]] | None = None
+    result: dict[str, Any] | None = None
 
 
 class Result:
@@ -48,10 +55,15 @@ class Result:
 def render(output: dict[str, Any] | None) -> Rendered:
     if output is None:
         return Rendered()
+    outputs = jupyter_outputs(output)
     if output.get("status") == "error":
         traceback = [line.rstrip("\n") for line in output.get("traceback") or []]
         ename, evalue = str(output.get("ename", "Error")), str(output.get("evalue", ""))
-        return Rendered(error=(ename, evalue, traceback or [f"{ename}: {evalue}"]))
+        error = (ename, evalue, traceback or [f"{ename}: {evalue}"])
+        return Rendered(error=error, replay=None if outputs is None else _replayed(outputs)[0])
+    if outputs is not None:
+        replay, result = _replayed(outputs)
+        return Rendered(replay=replay, result=result)
     data = output.get("data") or {}
     rendered = Rendered(text=data.get("text/plain") or "")
     for mime in PASSED_THROUGH:
@@ -70,6 +82,36 @@ def render(output: dict[str, Any] | None) -> Rendered:
         else:
             rendered.displays.append({"application/json": value, "text/plain": json.dumps(value, indent=1)})
     return rendered
+
+
+def _replayed(outputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The outputs to replay, and the value: the last execute result (an earlier one, which IPython
+    makes only when told to show every expression, is replayed as a display). Livy's table and SQL
+    result types become tables, as in a Livy output's data."""
+    last = max((i for i, o in enumerate(outputs) if o["output_type"] == "execute_result"), default=None)
+    replay: list[dict[str, Any]] = []
+    for index, item in enumerate(outputs):
+        if item["output_type"] == "stream" or index == last:
+            replay.append(item)
+        else:
+            replay.append({**item, "output_type": "display_data", "data": _table_or_bundle(item["data"])})
+    if last is None:
+        return replay, None
+    return replay[:last] + replay[last + 1 :], _table_or_bundle(outputs[last]["data"])
+
+
+def _table_or_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(data.get(LIVY_TABLE_MIME), dict):
+        table = data[LIVY_TABLE_MIME]
+        names = [header["name"] for header in table.get("headers", [])]
+        return table_bundle(names, table.get("data", []), len(table.get("data", [])))
+    value = data.get("application/json")
+    if isinstance(value, dict) and "schema" in value and "data" in value:
+        names = [column["name"] for column in value["schema"].get("fields", [])]
+        return table_bundle(names, value["data"], value.get("total", len(value["data"])))
+    if "application/json" in data and "text/plain" not in data:  # Livy's %json: text for plain viewers
+        return {**data, "text/plain": json.dumps(value, indent=1)}
+    return data
 
 
 # -- lines that change while a cell runs -----------------------------------------------------------
@@ -119,7 +161,9 @@ def progress_bar(progress: float, elapsed: float, width: int = 30) -> dict[str, 
 
 
 def write_log(lines: list[str]) -> None:
-    """A session's log lines, as the cell's stderr."""
+    """A session's log lines (as the cell's level shows them: kernel/spark_log.py), as the cell's stderr."""
+    if not lines:
+        return
     sys.stderr.write("".join(line if line.endswith("\n") else line + "\n" for line in lines))
     sys.stderr.flush()
 

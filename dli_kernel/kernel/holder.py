@@ -16,6 +16,7 @@ from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.config import Settings, load_settings
 from dli_kernel.embedded import embedded_endpoint
 from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
+from dli_kernel.protocol import LOG_LEVELS
 from dli_kernel.spec import SessionSpec
 
 
@@ -32,6 +33,7 @@ class SessionHolder:
         self.endpoint_source = ""
         self.session: RemoteSession | None = None
         self.replaced_note = ""  # said by the next cell: why it runs on a new session
+        self._log_level: str | None = None  # None: the configured one, read when first needed
         self._lock = threading.RLock()  # the kernel starts the session from a thread of its own
 
     # -- where sessions go ---------------------------------------------------------------------
@@ -46,6 +48,8 @@ class SessionHolder:
             self._spec = defaults if self._kind is None else defaults.replace(kind=self._kind)
             self._client = endpoint.client()
             self.endpoint_source = settings.source
+            if self._log_level is None:
+                self._log_level = settings.log_level
         return self._client, self._spec
 
     @property
@@ -65,6 +69,19 @@ class SessionHolder:
     @spec.setter
     def spec(self, spec: SessionSpec) -> None:
         self._spec = spec
+
+    @property
+    def log_level(self) -> str:
+        """How much of the session's log a cell shows while it runs: one of ``LOG_LEVELS``."""
+        if self._log_level is None:
+            self._log_level = self._load_settings().log_level  # the settings only: no endpoint is sought
+        return self._log_level
+
+    @log_level.setter
+    def log_level(self, level: str) -> None:
+        if level not in LOG_LEVELS:
+            raise ValueError(f"the log level must be one of {', '.join(LOG_LEVELS)} (got {level!r}).")
+        self._log_level = level
 
     # -- its session ---------------------------------------------------------------------------
 

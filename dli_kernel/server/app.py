@@ -15,13 +15,14 @@ from starlette.applications import Starlette
 from starlette.routing import Match, Route
 from starlette.types import Lifespan, Scope
 
-from dli_kernel.protocol import DLC_PATH
+from dli_kernel.protocol import DLC_PATH, LINK_SECRET_FILE
 from dli_kernel.server import endpoints, openapi, output_http
 from dli_kernel.server.auth import TokenAuth
 from dli_kernel.server.body_limit import BodyLimit
 from dli_kernel.server.dlc_actions import DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
+from dli_kernel.server.links import BrowserLinks, LinkSigner, driver_log, session_links
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.server.principal import operator_name
 from dli_kernel.server.ui_proxy import ui_routes
@@ -51,6 +52,7 @@ def session_routes(family: Family) -> list[Route]:
         route(statement + "/output", output_http.statement_output, "GET"),
         route(statement + "/cancel", endpoints.cancel_statement, "POST"),
         route(session + "/completion", endpoints.completion, "POST"),
+        route(session + "/links", session_links, "POST"),
     ]
 
 
@@ -73,11 +75,15 @@ def create_app(
     base_url: str,
     lifespan: Lifespan[Starlette] | None = None,
     users: Users | None = None,
+    signer: LinkSigner | None = None,
 ) -> Starlette:
     """The ASGI app; the caller owns the manager's start and close (``lifespan`` is where to do them).
 
-    ``users`` says who may use it; without it, ``token`` opens everything as the server's OS user."""
+    ``users`` says who may use it; without it, ``token`` opens everything as the server's OS user.
+    ``signer`` signs browser links; by default with a key kept in the state dir, made on first need."""
     users = users or SingleToken(token, operator_name())
+    signer = signer or LinkSigner(manager.settings.state_dir / LINK_SECRET_FILE)
+    links = BrowserLinks(signer, users)
     livy, dli = session_routes(LIVY), session_routes(DLI)
     dlc = Route(DLC_PATH, DlcActions().dispatch, methods=["POST"])
     app = Starlette(
@@ -87,6 +93,8 @@ def create_app(
             Route("/openapi.json", openapi.serve, methods=["GET"]),
             *livy,
             *dli,
+            # The browser's view of the log: the Livy path only, as the UI's (the links name it).
+            Route("/sessions/{session_id}/driver-log", driver_log, methods=["GET"]),
             *ui_routes(),
             dlc,
         ],
@@ -96,8 +104,9 @@ def create_app(
     app.state.manager = manager
     app.state.base_url = base_url
     app.state.users = users  # DLC's actions find their signing key and user there
+    app.state.links = links
     statements = [r for r in (*livy, *dli) if r.path.endswith("/statements") and "POST" in (r.methods or ())]
     # The last added runs first: the token check, then the body's size.
     app.add_middleware(BodyLimit, limit_for=body_limits(manager, [*statements, dlc]))
-    app.add_middleware(TokenAuth, users=users)
+    app.add_middleware(TokenAuth, users=users, links=links)
     return app

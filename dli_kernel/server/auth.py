@@ -1,13 +1,17 @@
 """Who sent each request: the user its token belongs to (``Users``), as ASGI middleware in front of every
-route. The routes read that user (a ``Principal``) as ``request.user`` and show them only what they see."""
+route. The routes read that user (a ``Principal``) as ``request.user`` and show them only what they see.
+
+A browser has no token: on a session's Spark UI and driver log pages alone, a signed link or the cookie it
+left names the user instead (``dli_kernel.server.links``)."""
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dli_kernel.protocol import DLC_PATH
+from dli_kernel.server.links import BrowserLinks
 from dli_kernel.server.principal import Principal
 from dli_kernel.server.users import Users
 
@@ -26,13 +30,19 @@ class TokenAuth:
     error shape.
     """
 
-    def __init__(self, app: ASGIApp, users: Users) -> None:
+    def __init__(self, app: ASGIApp, users: Users, links: BrowserLinks | None = None) -> None:
         self.app = app
         self._users = users
+        self._links = links
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._dlc_action(scope):
-            principal = self._principal(scope)
+            principal: Principal | Response | None = self._principal(scope)
+            if principal is None and self._links is not None:
+                principal = self._links.admit(scope)
+            if isinstance(principal, Response):  # a link's redirect, or why a link or cookie opens nothing
+                await principal(scope, receive, send)
+                return
             if principal is None:
                 response = JSONResponse(
                     {"msg": REFUSED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}

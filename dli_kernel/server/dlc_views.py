@@ -13,6 +13,7 @@ from dli_kernel.protocol import DLC_UTC_OFFSET_HOURS, SESSION_STATES, SQL_RESULT
 from dli_kernel.server.dlc_params import MAX_EXECUTORS, DlcError, TaskId, size_name
 from dli_kernel.server.manager import ManagedSession, Statement
 from dli_kernel.server.outputs import load
+from dli_kernel.server.ui_proxy import driver_log_path
 from dli_kernel.server.views import spark_ui_url
 from dli_kernel.spec import parse_number
 
@@ -99,7 +100,7 @@ def session_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
         "TimeoutInSecond": spec.heartbeat_timeout_s,
         "AppInfo": pairs(
             {
-                "driverLogUrl": f"{base_url}/sessions/{session.id}/log",
+                "driverLogUrl": base_url + driver_log_path(session.id),
                 "sparkUiUrl": spark_ui_url(session, base_url) or "",
                 "livySessionId": str(session.id),
                 "creator": session.owner,

@@ -52,7 +52,7 @@ class PortTaken(DriverError):
 
 @dataclass
 class ExecutionResult:
-    """What one statement produced, in Livy's terms."""
+    """What one statement produced, in Livy's terms, and as the Jupyter outputs it was made of."""
 
     status: str  # "ok" | "error"
     execution_count: int | None = None
@@ -60,42 +60,80 @@ class ExecutionResult:
     ename: str = ""
     evalue: str = ""
     traceback: list[str] = field(default_factory=list)
+    # In order: streams (one per run of a name), display data, the execute result; an error's, those
+    # made before it. None where they are not known.
+    outputs: list[dict[str, Any]] | None = None
 
 
 class _OutputCollector:
-    """Folds a statement's IOPub messages into Livy's single ``data`` bundle.
+    """Keeps a statement's IOPub messages as its Jupyter outputs, in order, and folds them into Livy's
+    single ``data`` bundle.
 
     Livy's ``text/plain`` is stdout and stderr plus the last expression's repr, in order; richer
-    mimetypes (figures, HTML, JSON) are kept beside it, the last one of each type winning.
+    mimetypes (figures, HTML, JSON) are kept beside it, the last one of each type winning. The outputs
+    tell those apart for clients that can show them as a notebook would (the ``outputs`` extension).
     """
 
     def __init__(self, on_text: Callable[[str], None] | None) -> None:
-        self.text: list[str] = []
+        self.outputs: list[dict[str, Any]] = []
         self.data: dict[str, Any] = {}
         self.error: dict[str, Any] | None = None
         self.execution_count: int | None = None
         self._on_text = on_text
+        # The chunks of the stream output last in ``outputs``, joined when another output begins: a
+        # statement that prints a line at a time holds each line once, not once per join.
+        self._chunks: list[str] = []
 
     def add(self, msg: dict[str, Any]) -> None:
         kind, content = msg["header"]["msg_type"], msg["content"]
         if kind == "execute_input":
             self.execution_count = content.get("execution_count")
         elif kind == "stream":
-            self._append(content.get("text", ""))
+            self._stream(str(content.get("name", "stdout")), content.get("text", ""))
         elif kind in ("execute_result", "display_data"):
-            bundle = dict(content.get("data", {}))
-            plain = bundle.pop("text/plain", None)
-            # A figure's "<Figure size ...>" placeholder is noise next to its image.
-            if plain is not None and (kind == "execute_result" or not bundle):
-                self._append(plain if plain.endswith("\n") else plain + "\n")
-            self.data.update(bundle)
+            self._close_stream()
+            output: dict[str, Any] = {"output_type": kind, "data": dict(content.get("data", {}))}
+            if content.get("metadata"):
+                output["metadata"] = content["metadata"]
+            self.outputs.append(output)
+            plain = _livy_plain(output)
+            if plain is not None and self._on_text:
+                self._on_text(plain)
+            self.data.update((mime, value) for mime, value in output["data"].items() if mime != "text/plain")
         elif kind == "error":
             self.error = content
 
-    def _append(self, text: str) -> None:
-        self.text.append(text)
+    def _stream(self, name: str, text: str) -> None:
+        last = self.outputs[-1] if self.outputs else None
+        if not (last and last["output_type"] == "stream" and last["name"] == name):
+            self._close_stream()
+            self.outputs.append({"output_type": "stream", "name": name, "text": ""})
+        self._chunks.append(text)
         if self._on_text:
             self._on_text(text)
+
+    def _close_stream(self) -> None:
+        if self._chunks:
+            self.outputs[-1]["text"] = "".join(self._chunks)
+            self._chunks = []
+
+    def finish(self) -> tuple[list[dict[str, Any]], str]:
+        """The outputs, and Livy's ``text/plain`` made of them."""
+        self._close_stream()
+        pieces = [
+            output["text"] if output["output_type"] == "stream" else _livy_plain(output)
+            for output in self.outputs
+        ]
+        return self.outputs, "".join(piece for piece in pieces if piece is not None)
+
+
+def _livy_plain(output: dict[str, Any]) -> str | None:
+    """What a display output adds to Livy's text: an expression's repr, a display's text when it has
+    nothing richer (a figure's "<Figure size ...>" placeholder is noise next to its image)."""
+    plain = output["data"].get("text/plain")
+    if not isinstance(plain, str) or (output["output_type"] == "display_data" and len(output["data"]) > 1):
+        return None
+    return plain if plain.endswith("\n") else plain + "\n"
 
 
 class Driver:
@@ -344,6 +382,7 @@ class Driver:
                 ename=ename,
                 evalue=_strip(error.get("evalue", "")),
                 traceback=_lines(error.get("traceback", [])),
+                outputs=collector.finish()[0],
             )
         if self._interrupted:
             # Interrupts are sent only to cancel the running statement: one that ended well after all
@@ -355,11 +394,13 @@ class Driver:
                 evalue="the statement was cancelled; it ran to its end anyway, and its output is dropped",
             )
         data = dict(collector.data)
-        text = "".join(collector.text)
+        outputs, text = collector.finish()
         # Livy's Python REPL drops the final newline ("2", not "2\n"), its Scala REPL keeps it
         # ("res0: Int = 2\n"); its clients compare text exactly.
         data["text/plain"] = text if keep_final_newline else text.rstrip("\n")
-        return ExecutionResult(status="ok", execution_count=collector.execution_count, data=data)
+        return ExecutionResult(
+            status="ok", execution_count=collector.execution_count, data=data, outputs=outputs
+        )
 
     def execute_scala(
         self,

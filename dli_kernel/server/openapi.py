@@ -27,6 +27,7 @@ from dli_kernel.protocol import (
     DLC_SIZES,
     KIND_ALIASES,
     KINDS,
+    LINK_PARAM,
     MAX_WAIT,
     RESULT_FORMATS,
     SESSION_STATES,
@@ -34,6 +35,7 @@ from dli_kernel.protocol import (
 from dli_kernel.server.dlc_params import CREATE_FIELDS
 from dli_kernel.server.dlc_views import DLC_STATES
 from dli_kernel.server.endpoints import DLI_PREFIX
+from dli_kernel.server.links import LINK_TTL
 from dli_kernel.spec import SPEC_FIELDS, TIERS
 
 Schema = dict[str, Any]
@@ -178,6 +180,8 @@ _WAIT = _query(
     {"type": "number", "minimum": 0},
     f"hold the answer until the state changes, at most this many seconds (capped at {MAX_WAIT:g})",
 )
+# A browser page's signed link (from POST .../links): opened, it redirects to the page with a cookie.
+_LINK = _query(LINK_PARAM, _STRING, "a signed link's signature, in place of the token; opens for a while")
 _PATH_PARAMETERS: dict[str, tuple[Schema, str]] = {
     "project_id": (_NAME, "the DLI project id: 1 to 64 ASCII letters, digits, '.', '_' and '-'"),
     "session_id": (_NAME, "a session's Livy id (ASCII digits), its DLI uuid, or its name"),
@@ -194,6 +198,7 @@ class Operation:
     body: Schema | None = None  # None: no body; the DLI family's session body is picked per family
     content: str = "application/json"
     errors: tuple[int, ...] = (400, 401, 404)
+    answer: Schema | None = None  # the ok answer's JSON schema, where it is described; else any object
 
 
 _STATEMENT_BODY = _obj(
@@ -205,6 +210,46 @@ _STATEMENT_BODY = _obj(
     },
     ("code",),
 )
+# A statement's output: Livy's, and with the `outputs` extension its Jupyter outputs in order (the
+# execute result is the value; `data` is Livy's text of them all). A spilled output's stub has no outputs.
+_JUPYTER_OUTPUT: Schema = {
+    "type": "object",
+    "required": ["output_type"],
+    "properties": {
+        "output_type": {"type": "string", "enum": ["stream", "display_data", "execute_result"]},
+        "name": {"type": "string", "enum": ["stdout", "stderr"], "description": "a stream's"},
+        "text": {"type": "string", "description": "a stream's"},
+        "data": {"type": "object", "description": "a display's or the result's bundle: MIME type -> value"},
+        "metadata": {"type": "object"},
+    },
+}
+_OUTPUT: Schema = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "error"]},
+        "execution_count": _int(0),
+        "data": {"type": "object", "description": "Livy's bundle: text/plain holds prints and the value"},
+        "ename": _STRING,
+        "evalue": _STRING,
+        "traceback": {"type": "array", "items": _STRING},
+        "jupyterOutputs": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/JupyterOutput"},
+            "description": "the outputs extension (Python and Scala statements): streams, displays and "
+            "the execute result in order; an error's, what came before it",
+        },
+    },
+}
+_STATEMENT: Schema = {
+    "type": "object",
+    "required": ["id", "state"],
+    "properties": {
+        "id": _int(0),
+        "state": _STRING,
+        "output": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/StatementOutput"}]},
+    },
+}
 _COMPLETION_BODY: Schema = {
     "type": "object",
     "properties": {
@@ -244,18 +289,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "a page of the session's log", query=(_query("from", _int(0)), _query("size", _int(0)))
     ),
     ("GET", "/sessions/{session_id}/statements"): Operation(
-        "the session's statements", query=(_query("order", {"type": "string", "enum": ["asc", "desc"]}),)
+        "the session's statements",
+        query=(_query("order", {"type": "string", "enum": ["asc", "desc"]}),),
+        answer={"type": "object", "properties": {"statements": {"type": "array", "items": _STATEMENT}}},
     ),
     ("POST", "/sessions/{session_id}/statements"): Operation(
-        "run code in the session", ok=201, body=_STATEMENT_BODY, errors=(400, 401, 404, 409, 413)
+        "run code in the session",
+        ok=201,
+        body=_STATEMENT_BODY,
+        errors=(400, 401, 404, 409, 413),
+        answer=_STATEMENT,
     ),
-    ("GET", "/sessions/{session_id}/statements/{statement_id}"): Operation("a statement", query=(_WAIT,)),
+    ("GET", "/sessions/{session_id}/statements/{statement_id}"): Operation(
+        "a statement", query=(_WAIT,), answer=_STATEMENT
+    ),
     ("GET", "/sessions/{session_id}/statements/{statement_id}/result"): Operation(
         "a statement's Arrow result (resultFormat arrow)", content=ARROW_STREAM_MIME, errors=(401, 404, 409)
     ),
     ("GET", "/sessions/{session_id}/statements/{statement_id}/output"): Operation(
         "a finished statement's output JSON alone; a large (spilled) one honours HTTP Range",
         errors=(401, 404, 409),
+        answer={"$ref": "#/components/schemas/StatementOutput"},
     ),
     ("POST", "/sessions/{session_id}/statements/{statement_id}/cancel"): Operation(
         "cancel a statement", errors=(401, 404, 409)
@@ -265,8 +319,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/sessions/{session_id}/ui/{path}"): Operation(
         "a page or REST call of the session's Spark UI, proxied: the UI's own answers pass through",
+        query=(_LINK,),
         content="*/*",
-        errors=(401, 404, 409, 502, 504),
+        errors=(401, 403, 404, 409, 502, 504),
+    ),
+    ("POST", "/sessions/{session_id}/links"): Operation(
+        "signed browser links to the session's Spark UI and driver log, which open without a token for "
+        f"{LINK_TTL // 60} min (the 'links' extension)",
+        errors=(400, 401, 404),
+    ),
+    ("GET", "/sessions/{session_id}/driver-log"): Operation(
+        "the session's log as text for a browser: all of it, or its last lines",
+        query=(_query("lines", _int(1), "only the last this many lines"), _LINK),
+        content="text/plain",
+        errors=(400, 401, 403, 404),
     ),
 }
 
@@ -306,7 +372,7 @@ def _operation(path: str, method: str) -> Schema:
             "description": described.summary,
             "content": {described.content: {"schema": {"type": "string", "format": "binary"}}}
             if described.content != "application/json"
-            else {"application/json": {"schema": {"type": "object"}}},
+            else {"application/json": {"schema": described.answer or {"type": "object"}}},
         }
     }
     responses.update({str(code): {"$ref": f"#/components/responses/{code}"} for code in described.errors})
@@ -406,6 +472,8 @@ def document(routes: Iterable[BaseRoute], server_url: str) -> Schema:
             },
             "schemas": {
                 "Error": _ERROR,
+                "StatementOutput": _OUTPUT,
+                "JupyterOutput": _JUPYTER_OUTPUT,
                 **{action: _obj(fields, required) for action, (fields, required) in DLC_BODIES.items()},
             },
             "responses": {

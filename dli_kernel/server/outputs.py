@@ -131,14 +131,22 @@ def _dumps(value: object) -> bytes:
 def _encode(value: object, depth: int = 0) -> Iterator[bytes]:
     """``value``'s JSON in pieces: a long string (the usual large output, printed text) never becomes one
     copy of itself, nor its JSON one bytes object. Only the output's own levels (output, data, a MIME
-    type's value) are taken apart; anything else (a SQL result's rows) is encoded whole, as its pieces
-    would be many and small."""
+    type's value; the Jupyter outputs, each output, its data) are taken apart; anything else (a SQL
+    result's rows) is encoded whole, as its pieces would be many and small."""
     if isinstance(value, dict) and depth < _LEVELS:
         yield b"{"
         for index, (key, item) in enumerate(value.items()):
             yield (b"," if index else b"") + _dumps(key if isinstance(key, str) else str(key)) + b":"
             yield from _encode(item, depth + 1)
         yield b"}"
+    elif isinstance(value, list) and depth < _LEVELS:
+        # A level of its own for nothing: the Jupyter outputs' texts are as deep as data's MIME types.
+        yield b"["
+        for index, item in enumerate(value):
+            if index:
+                yield b","
+            yield from _encode(item, depth)
+        yield b"]"
     elif isinstance(value, str) and len(value) > _PIECE:
         yield b'"'
         for start in range(0, len(value), _PIECE):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dli_kernel.protocol import DEFAULT_MAX_ROWS, DRIVER_LOG, ENDED_STATES
+from dli_kernel.protocol import DEFAULT_MAX_ROWS, DRIVER_LOG, ENDED_STATES, JUPYTER_OUTPUTS
 from dli_kernel.server.driver_process import Driver, ExecutionResult
 from dli_kernel.server.outputs import SpilledOutput, output_path
 from dli_kernel.server.session_log import SessionLog
@@ -23,6 +23,8 @@ from dli_kernel.spec import SessionSpec
 
 # The key of a statement record saying its output was spilled, and how many bytes the file holds.
 SPILLED = "spilled"
+# The statement kinds whose outputs carry their Jupyter outputs.
+JUPYTER_KINDS = ("pyspark", "spark")
 
 
 def now_ms() -> int:
@@ -145,20 +147,28 @@ def _statement_from_record(workdir: Path, record: dict[str, Any]) -> Statement:
 
 
 def statement_output(statement: Statement, result: ExecutionResult) -> dict[str, Any]:
-    """A finished statement's Livy output; ``execution_count`` is the statement's id, as Livy counts."""
+    """A finished statement's Livy output; ``execution_count`` is the statement's id, as Livy counts.
+
+    A Python or Scala statement's output also carries its Jupyter outputs (``jupyterOutputs``, the
+    ``outputs`` extension): Livy's clients read ``data`` and never see the difference. SQL and Arrow
+    statements make data, not a notebook's outputs, and are not worth the copy."""
     if result.status == "ok":
-        return {"status": "ok", "execution_count": statement.id, "data": result.data}
-    traceback = result.traceback
-    if statement.kind == "sql":
-        # The Python frames of our SQL runner are not the user's business; the message is.
-        traceback = [line + "\n" for line in f"{result.ename}: {result.evalue}".splitlines()]
-    return {
-        "status": "error",
-        "execution_count": statement.id,
-        "ename": result.ename,
-        "evalue": result.evalue,
-        "traceback": traceback,
-    }
+        output: dict[str, Any] = {"status": "ok", "execution_count": statement.id, "data": result.data}
+    else:
+        traceback = result.traceback
+        if statement.kind == "sql":
+            # The Python frames of our SQL runner are not the user's business; the message is.
+            traceback = [line + "\n" for line in f"{result.ename}: {result.evalue}".splitlines()]
+        output = {
+            "status": "error",
+            "execution_count": statement.id,
+            "ename": result.ename,
+            "evalue": result.evalue,
+            "traceback": traceback,
+        }
+    if result.outputs is not None and statement.kind in JUPYTER_KINDS and statement.result_format == "json":
+        output[JUPYTER_OUTPUTS] = result.outputs
+    return output
 
 
 def error_output(statement: Statement, ename: str, evalue: object) -> dict[str, Any]:

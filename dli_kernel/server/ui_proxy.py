@@ -1,5 +1,6 @@
-"""Each session's Spark UI, served under the server's own token: ``/sessions/{id}/ui/...`` forwards to the
-driver's UI, which listens on the loopback only, and streams its answer back.
+"""Each session's Spark UI, served under the server's own token (or a browser link's cookie, see
+``dli_kernel.server.links``): ``/sessions/{id}/ui/...`` forwards to the driver's UI, which listens on the
+loopback only, and streams its answer back.
 
 The UI makes its links with the prefix a proxy names in ``X-Forwarded-Context`` (Spark's support for Apache
 Knox), so its pages, their scripts and its REST API stay under the prefix; its redirects name its own
@@ -71,6 +72,12 @@ def ui_path(session_id: int) -> str:
     """Where the server serves a session's Spark UI (the Livy path, which every family's clients can use);
     without its final slash, as Spark's own UI address has none, so that callers may append a path."""
     return f"/sessions/{session_id}/ui"
+
+
+def driver_log_path(session_id: int) -> str:
+    """Where the server serves a session's driver log as text for a browser (the Livy path, as above);
+    ``dli_kernel.server.links`` serves it."""
+    return f"/sessions/{session_id}/driver-log"
 
 
 def ui_routes() -> list[Mount]:

@@ -83,6 +83,10 @@ class SingleToken:
         # sends the OS user's name), so that DLC's creator field says who made a session.
         return self._token.decode(), Principal(secret_id, admin=True)
 
+    def named(self, name: str) -> Principal | None:
+        """The user called ``name`` now (a browser link's user is checked again at each request)."""
+        return self._principal if name == self._principal.name else None
+
     def bearer(self, token: str) -> Principal | None:
         # Constant time: how long a refusal takes says nothing about how much of the token was right.
         if token and hmac.compare_digest(token.encode(), self._token):
@@ -373,6 +377,13 @@ class UsersFile:
                 found = user
         operator = self._operator.bearer(token) if self._operator is not None else None
         return operator or (found.principal if found is not None else None)
+
+    def named(self, name: str) -> Principal | None:
+        """The user called ``name`` now, the operator included; None once they are removed."""
+        for user in self._current():
+            if user.name == name:
+                return user.principal
+        return self._operator.named(name) if self._operator is not None else None
 
     def dlc_key(self, secret_id: str) -> tuple[str, Principal] | None:
         for user in self._current():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dli_kernel.server.manager import ManagedSession, Statement
-from dli_kernel.server.ui_proxy import ui_path
+from dli_kernel.server.ui_proxy import driver_log_path, ui_path
 from dli_kernel.spec import format_memory
 
 LOG_LINES_IN_SESSION = 10
@@ -47,9 +47,10 @@ def spark_ui_url(session: ManagedSession, base_url: str) -> str | None:
 
 
 def _app_info(session: ManagedSession, base_url: str) -> dict[str, Any]:
-    # The log link is the Livy path on both families: it is the one every client can follow.
+    # As Livy's, a page for a browser (the text log; JSON clients read `/log`), on the Livy path for both
+    # families: the one every client can follow. It takes a token, or the cookie of a link from `/links`.
     return {
-        "driverLogUrl": f"{base_url}/sessions/{session.id}/log",
+        "driverLogUrl": base_url + driver_log_path(session.id),
         "sparkUiUrl": spark_ui_url(session, base_url),
     }
 

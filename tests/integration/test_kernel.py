@@ -85,11 +85,19 @@ def text(outputs: list[dict[str, Any]], name: str = "stdout") -> str:
     )
 
 
+def value(outputs: list[dict[str, Any]]) -> str | None:
+    """The cell's value, its Out[n]: the execute result's text, or None when it has none."""
+    results = [o["content"]["data"]["text/plain"] for o in outputs if o["msg_type"] == "execute_result"]
+    assert len(results) <= 1, results
+    return results[0] if results else None
+
+
 def displays(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         o["content"]["data"]
         for o in outputs
-        if o["msg_type"] == "display_data" and o["content"]["data"].get("text/plain") != ""
+        if o["msg_type"] in ("display_data", "execute_result")
+        and o["content"]["data"].get("text/plain") != ""
     ]
 
 
@@ -131,7 +139,7 @@ def test_shutdown_while_starting_deletes_the_session(kernel_env: dict[str, Any],
 
 def test_cells_outputs_and_errors(pyspark_kernel: Kernel) -> None:
     reply, outputs = pyspark_kernel.execute("print('hello')\n1 + 1")
-    assert reply["status"] == "ok" and text(outputs) == "hello\n2\n"
+    assert reply["status"] == "ok" and text(outputs) == "hello\n" and value(outputs) == "2"
 
     reply, outputs = pyspark_kernel.execute("1 / 0")
     assert reply["status"] == "error" and reply["ename"] == "ZeroDivisionError"
@@ -162,7 +170,7 @@ def test_interrupt_cancels_the_statement(pyspark_kernel: Kernel) -> None:
     reply = pyspark_kernel.interrupted("import time\nwhile True:\n    time.sleep(0.05)")
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     reply, outputs = pyspark_kernel.execute("'still here'")
-    assert text(outputs) == "'still here'\n"
+    assert value(outputs) == "'still here'"
 
 
 def test_completion(pyspark_kernel: Kernel) -> None:
@@ -180,7 +188,7 @@ def test_a_lost_session_is_replaced(pyspark_kernel: Kernel, server: Server) -> N
     assert reply["status"] == "error" and reply["ename"] == "SessionLost"
     assert "next cell runs on a new session" in reply["evalue"]
     reply, outputs = pyspark_kernel.execute("'fresh' if 'lost' not in globals() else 'old'")
-    assert text(outputs) == "'fresh'\n"
+    assert value(outputs) == "'fresh'"
     assert pyspark_kernel.session()["id"] != lost["id"]
 
 
@@ -230,7 +238,7 @@ def test_bad_magic_input_is_one_line_and_the_kernel_goes_on(pyspark_kernel: Kern
     assert "--driver-memory" in reply["evalue"] and "unit" in reply["evalue"]
     assert "Traceback" not in text(outputs, "stderr") + text(outputs)
     reply, outputs = pyspark_kernel.execute("'fine'")
-    assert reply["status"] == "ok" and text(outputs) == "'fine'\n"
+    assert reply["status"] == "ok" and value(outputs) == "'fine'"
 
 
 def test_logs_follow_until_interrupted(pyspark_kernel: Kernel) -> None:
@@ -247,7 +255,7 @@ def test_restart_replaces_the_session(kernel_env: dict[str, Any], server: Server
         kernel.manager.restart_kernel(now=False)
         kernel.client.wait_for_ready(timeout=60)
         _, outputs = kernel.execute("'first' in globals()")
-        assert text(outputs) == "False\n"
+        assert value(outputs) == "False"
         assert server.get(f"/sessions/{old}").json()["state"] in ("killed", "shutting_down")
     finally:
         kernel.shutdown()
@@ -270,7 +278,7 @@ def test_spark_kernel_runs_scala_cancels_and_completes(
         loop = f"{{ new java.io.File({json.dumps(str(looping))}).createNewFile(); while (true) {{}} }}"
         assert kernel.interrupted(loop, lambda msg_id, code: looping.exists())["ename"] == "KeyboardInterrupt"
         reply, outputs = kernel.execute("answer + 1")
-        assert text(outputs).endswith("Int = 43\n")
+        assert (value(outputs) or "").endswith("Int = 43")
     finally:
         kernel.shutdown()
     wait_no_new_sessions(server, kernel.before)

@@ -23,9 +23,13 @@ class TestPySparkKernel(jupyter_kernel_test.KernelTests):
     code_stderr = "import sys; print('to the log', file=sys.__stderr__, flush=True)"
     code_generate_error = "raise ValueError('remote trouble')"
     code_display_data = [
-        {"code": "spark.range(3).toPandas()", "mime": "text/html"},
+        {"code": "display(spark.range(3).toPandas())", "mime": "text/html"},
         {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()", "mime": "image/png"},
-        {"code": "%%sql\nSELECT 1 AS one", "mime": "text/html"},
+    ]
+    # A remote cell's value is the cell's Out[n] (the server's `outputs` extension).
+    code_execute_result = [
+        {"code": "21*2", "result": "42"},
+        {"code": "spark.range(3).toPandas()", "mime": "text/html"},
     ]
     completion_samples = [{"text": "spark.rang", "matches": {"spark.range"}}]
     complete_code_samples = ["1 + 1", "print('x')"]

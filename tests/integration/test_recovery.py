@@ -36,6 +36,7 @@ def test_crash_restart_and_clean_stop(state_dir: Path) -> None:
             "status": "ok",
             "execution_count": 0,
             "data": {"text/plain": ""},
+            "jupyterOutputs": [],  # the outputs extension: an assignment shows nothing
         }
         survivor_pid, victim_pid = driver_pid(first, survivor), driver_pid(first, victim)
     finally:

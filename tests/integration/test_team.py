@@ -83,6 +83,8 @@ def test_bob_can_neither_see_nor_use_nor_kill_alices_session(
         ("POST", "/sessions/{}/statements"),
         ("POST", "/sessions/{}/statements/0/cancel"),
         ("POST", "/sessions/{}/completion"),
+        ("POST", "/sessions/{}/links"),
+        ("GET", "/sessions/{}/driver-log"),
         ("DELETE", "/sessions/{}"),
         ("GET", f"/v2.0/{PROJECT}" + "/sessions/{}"),
         ("DELETE", f"/v2.0/{PROJECT}" + "/sessions/{}"),

@@ -43,6 +43,9 @@ HELD = 0.05
 PROJECT = "proj-fuzz"
 
 
+BROWSER_PAGES = ("/ui/{path}", "/driver-log")
+
+
 def json_error_body(ctx: Any, response: Any, case: Any) -> None:
     """A refusal is JSON in the route family's shape; DLC never hides a server error in its 200."""
     if case.operation.path == DLC_PATH:
@@ -55,8 +58,10 @@ def json_error_body(ctx: Any, response: Any, case: Any) -> None:
         assert response.status_code == 200, f"DLC answered HTTP {response.status_code}"
         return
     assert response.status_code < 500, f"server error {response.status_code}"
-    if case.operation.path.endswith("/ui/{path}") and "json" not in _content_type(response):
-        return  # a page of the Spark UI's own (its 404 too), which the proxy passes on as it is
+    if case.operation.path.endswith(BROWSER_PAGES) and "json" not in _content_type(response):
+        # Pages a browser opens: a page of the Spark UI's own (its 404 too), which the proxy passes on as it
+        # is, and the driver log's text, whose refusals of a signed link are a sentence for a person.
+        return
     if 400 <= response.status_code < 500:
         try:
             body = json.loads(response.content)

@@ -34,11 +34,19 @@ def test_server_defaults_use_the_state_dir_kernels_look_in(tmp_path: Path) -> No
     )
 
 
-def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_command_prints_the_help_listing_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dli-kernel ")
+    for command in ("server", "users", "sessions", "install", "demo"):
+        assert f"\n    {command} " in out
+
+
+def test_an_unknown_command_is_argparses_error_and_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main([])
+        main(["sesions"])
     assert info.value.code == 2
-    assert "server" in capsys.readouterr().err
+    assert "invalid choice: 'sesions'" in capsys.readouterr().err
 
 
 def test_server_refusal_is_one_line_on_stderr_and_exit_code_2(

@@ -44,6 +44,11 @@ def collect(*messages: dict[str, Any], on_text=None) -> _OutputCollector:
     return collector
 
 
+def text_of(collector: _OutputCollector) -> str:
+    """Livy's text/plain as the collector makes it (before the driver drops a final newline)."""
+    return collector.finish()[1]
+
+
 # -- _OutputCollector -------------------------------------------------------------------------------
 
 
@@ -65,16 +70,16 @@ def test_collector_folds_a_whole_statement_in_order() -> None:
         on_text=seen.append,
     )
     assert collector.execution_count == 4
-    assert collector.text == ["out 1\n", "warn\n", "out 2\n", "   a\n0  1\n"]
+    assert text_of(collector) == "out 1\nwarn\nout 2\n   a\n0  1\n"
     assert collector.data == {"text/html": "<table><tr><td>1</td></tr></table>"}
     assert collector.error is None
     # The callback sees each piece of text/plain as it is appended, in the same order.
-    assert seen == collector.text
+    assert "".join(seen) == text_of(collector)
 
 
 def test_collector_keeps_a_result_that_already_ends_in_a_newline() -> None:
     collector = collect(iopub("execute_result", {"execution_count": 1, "data": {"text/plain": "'x'\n"}}))
-    assert collector.text == ["'x'\n"]
+    assert text_of(collector) == "'x'\n"
     assert collector.data == {}
 
 
@@ -90,8 +95,8 @@ def test_collector_drops_the_figure_placeholder_but_keeps_the_image() -> None:
             },
         ),
     )
-    assert collector.text == ["plotting\n"]
-    assert "<Figure" not in "".join(collector.text)
+    assert text_of(collector) == "plotting\n"
+    assert "<Figure" not in text_of(collector)
     assert collector.data == {"image/png": PNG}
 
 
@@ -102,7 +107,7 @@ def test_collector_keeps_display_data_that_is_only_text() -> None:
         iopub("stream", {"name": "stdout", "text": "after\n"}),
         on_text=seen.append,
     )
-    assert collector.text == ["shown with display()\n", "after\n"]
+    assert text_of(collector) == "shown with display()\nafter\n"
     assert seen == ["shown with display()\n", "after\n"]
     assert collector.data == {}
 
@@ -114,7 +119,7 @@ def test_collector_last_rich_output_of_a_type_wins() -> None:
         iopub("display_data", {"data": {"application/json": {"a": 1}}}),
     )
     assert collector.data == {"text/html": "<b>second</b>", "application/json": {"a": 1}}
-    assert collector.text == []
+    assert text_of(collector) == ""
 
 
 def test_collector_does_not_change_the_message_it_reads() -> None:
@@ -138,7 +143,7 @@ def test_collector_keeps_the_error() -> None:
     )
     assert collector.error == error
     assert collector.execution_count == 2
-    assert collector.text == ["before\n"]
+    assert text_of(collector) == "before\n"
     assert seen == ["before\n"]
 
 
@@ -148,8 +153,8 @@ def test_collector_ignores_other_message_types() -> None:
         iopub("clear_output", {"wait": False}),
         iopub("comm_open", {"comm_id": "c", "target_name": "t", "data": {}}),
     )
-    assert (collector.text, collector.data, collector.error, collector.execution_count) == (
-        [],
+    assert (collector.finish(), collector.data, collector.error, collector.execution_count) == (
+        ([], ""),
         {},
         None,
         None,
@@ -158,7 +163,53 @@ def test_collector_ignores_other_message_types() -> None:
 
 def test_collector_without_callback() -> None:
     collector = collect(iopub("stream", {"name": "stdout", "text": "x"}), on_text=None)
-    assert collector.text == ["x"]
+    assert text_of(collector) == "x"
+
+
+def test_collector_keeps_the_jupyter_outputs_apart_in_order() -> None:
+    collector = collect(
+        iopub("execute_input", {"code": "...", "execution_count": 3}),
+        iopub("stream", {"name": "stdout", "text": "a"}),
+        iopub("stream", {"name": "stdout", "text": "\n"}),
+        iopub("stream", {"name": "stderr", "text": "careful\n"}),
+        iopub("stream", {"name": "stdout", "text": "b\n"}),
+        iopub("display_data", {"data": {"text/html": "<b>x</b>", "text/plain": "x"}, "metadata": {}}),
+        iopub("stream", {"name": "stdout", "text": "c\n"}),
+        iopub("execute_result", {"execution_count": 3, "data": {"text/plain": "42"}, "metadata": {}}),
+    )
+    outputs, text = collector.finish()
+    assert outputs == [
+        {"output_type": "stream", "name": "stdout", "text": "a\n"},  # consecutive chunks merged
+        {"output_type": "stream", "name": "stderr", "text": "careful\n"},
+        {"output_type": "stream", "name": "stdout", "text": "b\n"},
+        {"output_type": "display_data", "data": {"text/html": "<b>x</b>", "text/plain": "x"}},
+        {"output_type": "stream", "name": "stdout", "text": "c\n"},
+        {"output_type": "execute_result", "data": {"text/plain": "42"}},
+    ]
+    # Livy's text is what it was before the outputs were kept: streams and the repr, in order.
+    assert text == "a\ncareful\nb\nc\n42\n"
+    assert collector.data == {"text/html": "<b>x</b>"}
+
+
+def test_collector_keeps_an_images_metadata_and_its_placeholder_in_the_outputs() -> None:
+    metadata = {"image/png": {"width": 640, "height": 480}}
+    collector = collect(
+        iopub("display_data", {"data": {"image/png": PNG, "text/plain": "<Figure>"}, "metadata": metadata})
+    )
+    outputs, text = collector.finish()
+    assert outputs == [
+        {
+            "output_type": "display_data",
+            "data": {"image/png": PNG, "text/plain": "<Figure>"},
+            "metadata": metadata,
+        }
+    ]
+    assert text == ""
+
+
+def test_collector_outputs_of_a_statement_that_printed_nothing() -> None:
+    collector = collect(iopub("execute_input", {"code": "x = 1", "execution_count": 1}))
+    assert collector.finish() == ([], "")
 
 
 # -- _lines -----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"protocol", "install", "embedded"},
     # the command line and the package root sit above every layer
     "cli": None,
+    "sessions_cli": None,
     "__init__": None,
     "__main__": None,
 }

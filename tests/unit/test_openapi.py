@@ -47,8 +47,8 @@ def test_every_route_is_one_operation_and_every_operation_a_route(client: TestCl
     # Both families and DLC's action API are all there, and every description is used.
     keys = {(m, p[len("/v2.0/{project_id}") :] if p.startswith("/v2.0/") else p) for m, p in served}
     assert keys - {("POST", "/")} == set(OPERATIONS)
-    assert sum(p.startswith("/v2.0/{project_id}/sessions") for _, p in served) == 13
-    assert ("POST", "/") in served and len(served) == len({*OPERATIONS, ("POST", "/")}) + 13
+    assert sum(p.startswith("/v2.0/{project_id}/sessions") for _, p in served) == 14
+    assert ("POST", "/") in served and len(served) == len({*OPERATIONS, ("POST", "/")}) + 14
 
 
 def test_a_route_without_a_description_fails_the_document() -> None:

@@ -369,6 +369,47 @@ def test_spilling_and_serving_a_large_output_never_copies_it_whole(tmp_path: Pat
     assert spill_peak < 4_000_000 and serve_peak < 2_000_000
 
 
+def with_outputs(text: str, execution_count: int = 0) -> dict[str, Any]:
+    """An output as a Python statement's comes from the real driver: its Jupyter outputs beside data."""
+    return {
+        **ok(text + "42", execution_count),
+        "jupyterOutputs": [
+            {"output_type": "stream", "name": "stdout", "text": text},
+            {"output_type": "display_data", "data": {"text/html": "<b>é</b>", "text/plain": "x"}},
+            {"output_type": "execute_result", "data": {"text/plain": "42"}},
+        ],
+    }
+
+
+def test_a_large_output_with_jupyter_outputs_spills_whole_and_is_spliced_whole(tmp_path: Path) -> None:
+    output = with_outputs("行\n" * 400_000, 3)
+    kept = keep(output, tmp_path / "3.json", LIMIT)
+    assert isinstance(kept, SpilledOutput)
+    assert json.loads(kept.path.read_bytes()) == output
+    assert kept.path.read_bytes() == JSONResponse(output).body
+    assert "jupyterOutputs" not in kept  # the stub: a client without the file shows the text preview
+    response = output_http.statement_response({"id": 3, "output": kept})
+    assert isinstance(response, StreamingResponse)
+    assert json.loads(b"".join(asyncio.run(collect_body(response)))) == {"id": 3, "output": output}
+
+
+def test_spilling_jupyter_outputs_never_copies_their_text_whole(tmp_path: Path) -> None:
+    output = with_outputs("m" * 20_000_000, 5)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        kept = keep(output, tmp_path / "5.json", LIMIT)
+        _, spill_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(kept, SpilledOutput) and kept.size > 40_000_000
+    assert spill_peak < 4_000_000
+
+
+async def collect_body(response: StreamingResponse) -> list[bytes]:
+    return [piece async for piece in response.body_iterator]
+
+
 async def drain(response: StreamingResponse) -> int:
     """Bytes of the body, read as Starlette sends it (each piece read from a worker thread)."""
     sent = 0

@@ -102,8 +102,8 @@ def test_every_import_is_declared_where_the_code_is_installed(path: Path) -> Non
             # Importing the kernel, the client or the CLI must work with the base dependencies alone.
             allowed, groups = BASE, "the base dependencies"
         else:
-            allowed = BASE | EXTRAS["results"] | EXTRAS["dlc"]
-            groups = "the base dependencies or the results or dlc extra"
+            allowed = BASE | EXTRAS["results"] | EXTRAS["dlc"] | EXTRAS["charts"]
+            groups = "the base dependencies or the results, dlc or charts extra"
         assert distribution in allowed, f"{_where(path)} imports {module} ({distribution}), not in {groups}"
 
 

@@ -121,6 +121,7 @@ def test_the_magics_show_a_late_cancels_output_and_raise_only_for_a_real_cancel(
         holder: Any = type("Holder", (), {})()
         holder.session = attached(client)
         holder.replaced_note = ""
+        holder.log_level = "warn"
         holder.ready = lambda on_state=None: holder.session
         return StatementRunner(holder)
 

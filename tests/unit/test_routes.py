@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from dli_kernel import __version__
-from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, DLC_PATH, EXT_ARROW, EXT_WAIT, MAX_WAIT
+from dli_kernel.protocol import ARROW_STREAM_MIME, DEFAULT_MAX_ROWS, DLC_PATH, EXTENSIONS, MAX_WAIT
 from dli_kernel.server.app import create_app
 from dli_kernel.server.manager import ManagedSession, SessionManager
 from dli_kernel.server.views import LOG_LINES_IN_SESSION
@@ -101,6 +101,7 @@ def sample_body(route: tuple[str, str]) -> Any:
         "statements": {"code": "1 + 1"},
         "completion": {"code": "sp", "cursor": 2},
         "cancel": None,
+        "links": None,
     }[last]
 
 
@@ -129,7 +130,7 @@ def check_openapi(reply: Response, world: World, template: str) -> None:
 
 def check_version(reply: Response, world: World, template: str) -> None:
     body = reply.json()
-    assert body["extensions"] == [EXT_WAIT, EXT_ARROW]
+    assert body["extensions"] == list(EXTENSIONS)
     assert body["dli_kernel"] == __version__
     assert body["version"] >= "0.5"  # below it the `livy` PyPI client speaks a legacy protocol
 
@@ -216,6 +217,18 @@ def check_completion(reply: Response, world: World, template: str) -> None:
     assert world.manager.completed == [("sp", None, 2)]
 
 
+def check_links(reply: Response, world: World, template: str) -> None:
+    body = reply.json()  # tests/unit/test_links.py opens them
+    assert body["id"] == json_id(world, template) and body["expiresIn"] > 0
+    assert body["sparkUiUrl"].startswith(f"{BASE_URL}/sessions/{world.session.id}/ui/?link=")
+    assert body["driverLogUrl"].startswith(f"{BASE_URL}/sessions/{world.session.id}/driver-log?link=")
+
+
+def check_driver_log(reply: Response, world: World, template: str) -> None:
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.text == "".join(f"line {n}\n" for n in range(LOG_LINES))
+
+
 def json_id(world: World, template: str) -> int | str:
     return world.session.uuid if is_dli(template) else world.session.id
 
@@ -236,11 +249,13 @@ SESSION_PATH_CHECKS: dict[tuple[str, str], tuple[int, Check]] = {
     ("GET", "/sessions/{session_id}/statements/{statement_id}/output"): (200, check_statement_output),
     ("POST", "/sessions/{session_id}/statements/{statement_id}/cancel"): (200, check_cancel_statement),
     ("POST", "/sessions/{session_id}/completion"): (200, check_completion),
+    ("POST", "/sessions/{session_id}/links"): (200, check_links),
 }
 CHECKS: dict[tuple[str, str], tuple[int, Check]] = {
     ("GET", "/version"): (200, check_version),
     ("GET", "/pool"): (200, check_pool),
     ("GET", "/openapi.json"): (200, check_openapi),
+    ("GET", "/sessions/{session_id}/driver-log"): (200, check_driver_log),  # the Livy path only
     **SESSION_PATH_CHECKS,
     **{(method, "/v2.0/{project_id}" + path): check for (method, path), check in SESSION_PATH_CHECKS.items()},
 }
@@ -324,7 +339,7 @@ def test_livy_session_json(world: World, customized: ManagedSession) -> None:
     assert (body["driverMemory"], body["numExecutors"], body["executorMemory"]) == ("2 GB", 2, "8 GB")
     assert body["conf"] == {"spark.sql.shuffle.partitions": "4"}
     assert body["appInfo"] == {
-        "driverLogUrl": f"{BASE_URL}/sessions/{customized.id}/log",
+        "driverLogUrl": f"{BASE_URL}/sessions/{customized.id}/driver-log",
         "sparkUiUrl": f"{BASE_URL}/sessions/{customized.id}/ui",
     }
     assert (body["create_time"], body["update_time"]) == (customized.created, customized.updated)
@@ -339,7 +354,7 @@ def test_dli_session_json(world: World, customized: ManagedSession) -> None:
         "cluster-c",
         "2 GB",
     )
-    assert body["appInfo"]["driverLogUrl"] == f"{BASE_URL}/sessions/{customized.id}/log"
+    assert body["appInfo"]["driverLogUrl"] == f"{BASE_URL}/sessions/{customized.id}/driver-log"
 
 
 # -- 404: unknown ids and paths, 405 ---------------------------------------------------------------

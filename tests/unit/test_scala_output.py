@@ -21,6 +21,7 @@ from dli_kernel.driver.scala_repl import (
     local_jar_paths,
     outcome,
     problem_lines,
+    value_echo,
 )
 
 
@@ -89,6 +90,37 @@ def test_ok_cell_text_is_each_statements_output_then_echo_in_order() -> None:
         "a: Int = 1\nhello\n"
         "<console>:1: warning: a pure expression does nothing\n1 + 41\n    ^\nres1: Int = 42\n"
     )
+
+
+def test_the_value_echo_is_the_last_expressions_and_ends_the_text() -> None:
+    answer = {
+        "status": "ok",
+        "steps": [
+            step(echo="val x: Int = 42\n", defined=("x",)),
+            step(output="printed ", echo="val res0: Int = 42\n", defined=("res0",)),
+        ],
+    }
+    text, _ = outcome(answer)
+    assert value_echo(answer) == "res0: Int = 42\n"
+    assert text == "x: Int = 42\nprinted res0: Int = 42\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": "ok", "steps": [step(echo="val x: Int = 42\n", defined=("x",))]},  # a definition
+        {"status": "ok", "steps": [step(output="hi\n")]},  # Unit: no echo
+        {"status": "ok", "steps": [step(echo="val a: Int = 1\nval b: Int = 1\n", defined=("a", "b"))]},
+        {"status": "ok", "steps": [step(echo='val res1: String =\n"a"\n\n', defined=("res1",))]},
+        {"status": "ok", "steps": [step(echo="val res2: Int = 2", defined=("res2",))]},
+        {"status": "ok", "steps": []},
+        {"status": "error", "steps": [step(echo="val res0: Int = 1\n", defined=("res0",))]},
+        {"status": "ok", "steps": [step(echo="def res3: Int\n", defined=("res3",))]},
+    ],
+    ids=["definition", "unit", "two-names", "two-newlines", "no-newline", "nothing", "failed", "def"],
+)
+def test_no_value_echo_where_the_text_cannot_be_split_cleanly(answer: dict[str, Any]) -> None:
+    assert value_echo(answer) is None
 
 
 def test_compile_error_names_the_first_error_and_shows_all() -> None:

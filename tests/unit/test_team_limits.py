@@ -171,7 +171,7 @@ ALL_ROUTES = [*ROUTES, ("POST", DLC_PATH)]
 
 def reads_body(route: tuple[str, str]) -> bool:
     method, template = route
-    return method == "POST" and not template.endswith("/cancel")
+    return method == "POST" and not template.endswith(("/cancel", "/links"))  # they take no body
 
 
 def limit_of(route: tuple[str, str]) -> int:

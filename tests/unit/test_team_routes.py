@@ -27,6 +27,7 @@ from tests.unit.team_fakes import (
     Team,
     team_server,
 )
+from tests.unit.test_links import NamedUsers, forged, link_value, with_value
 from tests.unit.test_routes import ROUTES, SESSION_ROUTES, WAIT_ROUTES, is_dli, route_id, sample_body
 
 if TYPE_CHECKING:  # the TestClient's response: httpx2's, or httpx's with an older Starlette
@@ -258,3 +259,37 @@ def test_a_user_may_proxy_only_as_themselves(team: Team) -> None:
     assert own.status_code == 201 and own.json()["proxyUser"] == "bob"
     anyone = team.request("root", "POST", "/sessions", json={**body, "proxyUser": "carol"})
     assert anyone.status_code == 201 and anyone.json()["proxyUser"] == "carol"
+
+
+# -- browser links (tests/unit/test_links.py: the links themselves) -----------------------------------
+
+
+def test_a_users_links_open_only_their_own_session_as_themselves(tmp_path: Path) -> None:
+    """Bob gets no link to alice's session, his own opens nothing of hers, and changing it breaks it."""
+    with team_server(tmp_path, users=NamedUsers()) as team:
+        alice, bob = team.populate("alice", "alice-secret-nb"), team.populate("bob", "bob-private-nb")
+        assert team.request("bob", "POST", f"/sessions/{alice.session.id}/links").status_code == 404
+        bobs = team.request("bob", "POST", f"/sessions/{bob.session.id}/links").json()["driverLogUrl"]
+        value = link_value(bobs)
+        alices_log = f"/sessions/{alice.session.id}/driver-log"
+        for url, status in [
+            (with_value(alices_log, value), 403),
+            (with_value(alices_log, forged(value, user="alice")), 401),
+            (with_value(alices_log, forged(value, session_id=alice.session.id, path=alices_log)), 401),
+        ]:
+            reply = team.client.get(url, follow_redirects=False)
+            assert reply.status_code == status and "%session ui" in reply.text
+            assert "set-cookie" not in reply.headers
+            assert_no_trace(reply, alice)
+        # Opened, his link shows his log as him; its cookie is no key to hers.
+        opened = team.client.get(with_value(f"/sessions/{bob.session.id}/driver-log", value))
+        assert opened.status_code == 200 and "bob-LOG-MARKER" in opened.text
+        assert_no_trace(opened, alice)
+        (cookie,) = [c.value for c in team.client.cookies.jar]
+        theirs = team.client.get(alices_log, headers={"Cookie": f"dli_link={cookie}"})
+        assert theirs.status_code == 403
+        assert_no_trace(theirs, alice)
+        team.client.cookies.clear()
+        # An admin's link opens alice's log, as the admin.
+        roots = team.request("root", "POST", f"/sessions/{alice.session.id}/links").json()["driverLogUrl"]
+        assert "alice-LOG-MARKER" in team.client.get(with_value(alices_log, link_value(roots))).text

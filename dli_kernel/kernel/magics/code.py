@@ -6,6 +6,7 @@ from __future__ import annotations
 from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
 
+from dli_kernel.kernel.display import Result
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics, remote_error
 
@@ -15,22 +16,23 @@ class CodeMagics(RunnerMagics):
     """Cells of code: on the session, or in this kernel."""
 
     @cell_magic
-    def pyspark(self, line: str, cell: str) -> None:
-        """Run the cell as PySpark code on the notebook's session."""
+    def pyspark(self, line: str, cell: str) -> Result | None:
+        """Run the cell as PySpark code on the notebook's session; its last expression's value is the
+        cell's ``Out[n]`` where the server tells values from prints (the embedded server does)."""
         args.no_arguments("%%pyspark", line)
-        self.runner.show(self.runner.run(cell, "pyspark"))
+        return self.runner.show(self.runner.run(cell, "pyspark"))
 
     @cell_magic
-    def spark(self, line: str, cell: str) -> None:
+    def spark(self, line: str, cell: str) -> Result | None:
         """Run the cell as Scala code on the notebook's session."""
         args.no_arguments("%%spark", line)
-        self.runner.show(self.runner.run(cell, "spark"))
+        return self.runner.show(self.runner.run(cell, "spark"))
 
     @cell_magic
-    def scala(self, line: str, cell: str) -> None:
+    def scala(self, line: str, cell: str) -> Result | None:
         """Run the cell as Scala code on the notebook's session (same as %%spark)."""
         args.no_arguments("%%scala", line)
-        self.runner.show(self.runner.run(cell, "spark"))
+        return self.runner.show(self.runner.run(cell, "spark"))
 
     @cell_magic
     def local(self, line: str, cell: str) -> None:

@@ -17,9 +17,10 @@ from IPython.core.magic import Magics
 from IPython.display import publish_display_data
 
 from dli_kernel.client import ClientError, StatementInfo
-from dli_kernel.kernel.display import StatusLine, progress_bar, render, write_log
+from dli_kernel.kernel.display import Result, StatusLine, progress_bar, render, write_log
 from dli_kernel.kernel.holder import SessionHolder
 from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
+from dli_kernel.kernel.spark_log import LogFolder
 
 BAR_AFTER = 1.0  # seconds a statement runs before its progress bar appears: fast cells stay quiet
 
@@ -75,16 +76,20 @@ class StatementRunner:
             if p.elapsed >= BAR_AFTER:
                 bar.show(progress_bar(p.progress, p.elapsed))
 
+        log = LogFolder(self.holder.log_level)  # one per statement: its folds end with it
+        on_log = None if log.level == "quiet" else lambda lines: write_log(log.feed(lines))
         try:
             with _interrupts_set(interrupted):
                 statement, cancelled = start(
-                    session, on_progress=progress, on_log=write_log, interrupted=interrupted
+                    session, on_progress=progress, on_log=on_log, interrupted=interrupted
                 )
         except SessionFailed as err:
             self.holder.drop(note=f"the previous session ended: {str(err).splitlines()[0]}")
             raise remote_error("SessionLost", f"{err}\nThe next cell runs on a new session.") from None
         except ClientError as err:
             raise remote_error(type(err).__name__, str(err)) from None
+        finally:
+            write_log([*log.flush(), *log.note()])  # the folds' counts, before the outcome is shown
         bar.finish(f"{'cancelled' if cancelled else 'done'} in {time.monotonic() - began:.1f} s")
         if cancelled:
             raise remote_error(
@@ -92,18 +97,28 @@ class StatementRunner:
             )
         output = statement.output or {}
         if output.get("status") == "error":
-            ename, evalue, traceback = render(output).error or ("Error", "", [])
+            rendered = render(output)
+            replay(rendered.replay or [])  # what it printed before it failed, where the server kept it
+            ename, evalue, traceback = rendered.error or ("Error", "", [])
             raise remote_error(ename, evalue, traceback)
         return output
 
     @staticmethod
-    def show(output: dict[str, Any]) -> None:
+    def show(output: dict[str, Any]) -> Result | None:
+        """Show a statement's ok ``output``; the cell's value, for the magic to return as its ``Out[n]``.
+
+        With its Jupyter outputs (the ``outputs`` extension) they are replayed in order and the value
+        is the execute result's; a Livy output's text (prints and value in one) is printed, as ever."""
         rendered = render(output)
+        if rendered.replay is not None:
+            replay(rendered.replay)
+            return None if rendered.result is None else Result(rendered.result)
         if rendered.text:
             sys.stdout.write(rendered.text if rendered.text.endswith("\n") else rendered.text + "\n")
             sys.stdout.flush()
         for bundle in rendered.displays:
             publish_display_data(bundle)
+        return None
 
     def ready(self) -> RemoteSession:
         """The notebook's session, waited for with one updating line while it starts."""
@@ -163,6 +178,17 @@ class RunnerMagics(Magics):
         if self.shell is None:
             raise RuntimeError("the magics are not registered on a shell")
         return self.shell
+
+
+def replay(outputs: list[dict[str, Any]]) -> None:
+    """Streams to the cell's stdout and stderr, displays published, in order."""
+    for item in outputs:
+        if item["output_type"] == "stream":
+            stream = sys.stderr if item["name"] == "stderr" else sys.stdout
+            stream.write(item["text"])
+            stream.flush()  # before a display that follows, as the remote kernel sent them
+        else:
+            publish_display_data(item["data"], metadata=item.get("metadata") or None)
 
 
 @contextlib.contextmanager

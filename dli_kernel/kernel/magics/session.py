@@ -14,9 +14,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_cell_magic, magics_class
 from IPython.display import publish_display_data
 
-from dli_kernel.client import ClientError, NotFound, SessionInfo
+from dli_kernel.client import ClientError, NotFound
+from dli_kernel.client.session_filter import SessionFilter, matching_sessions
+from dli_kernel.client.session_filter import add_arguments as add_filter_arguments
 from dli_kernel.kernel.display import (
-    cluster_of,
     info_rows,
     key_value_bundle,
     link_bundle,
@@ -26,6 +27,8 @@ from dli_kernel.kernel.display import (
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics, StatementRunner, remote_error
 from dli_kernel.kernel.remote_session import SessionFailed
+from dli_kernel.kernel.spark_log import LEVELS as LOG_LEVELS
+from dli_kernel.kernel.spark_log import LogFolder
 from dli_kernel.protocol import KINDS
 from dli_kernel.spec import SessionSpec, SpecError
 
@@ -68,8 +71,19 @@ class SessionMagics(RunnerMagics):
             state = "starting" if session is not None else "none yet: the next cell starts one like this"
             publish_display_data(key_value_bundle([("session", state), *spec_rows(self.holder.spec)]))
             return
-        info = self.holder.client.get_session(session.info.id)
-        publish_display_data(key_value_bundle(info_rows(info, self.holder.spec)))
+        client = self.holder.client
+        info = client.get_session(session.info.id)
+        rows = info_rows(info, self.holder.spec)
+        links = None
+        with contextlib.suppress(ClientError):  # no links: the URLs as the server reports them
+            links = client.links(info.id)
+        if links is not None and links.expires_in > 0:
+            # The embedded server's own URLs take its token; these open in a browser, for a while.
+            signed = {"Spark UI": links.spark_ui, "driver log": links.driver_log}
+            rows = [(name, signed.get(name) or value) for name, value in rows]
+            opens = f"{links.expires_in // 60} min" if links.expires_in >= 60 else f"{links.expires_in} s"
+            rows.append(("links", f"open in a browser for {opens}; run %session for new ones"))
+        publish_display_data(key_value_bundle(rows))
 
     def configure(self, parsed: argparse.Namespace, cell: str | None) -> None:
         holder = self.holder
@@ -132,35 +146,53 @@ class SessionMagics(RunnerMagics):
         print(f"Session {info.id} ({info.kind}) is {info.state}; this notebook ran {count} statements on it.")
 
     def ui(self, parsed: argparse.Namespace, cell: str | None) -> None:
-        info = self.holder.client.get_session(self.runner.require_session("ui"))
-        if not info.spark_ui_url:
+        client = self.holder.client
+        info = client.get_session(self.runner.require_session("ui"))
+        links = None
+        if info.spark_ui_url:
+            with contextlib.suppress(ClientError):  # no link: the URL as the server reports it
+                links = client.links(info.id)
+        url = links.spark_ui if links is not None and links.expires_in > 0 else info.spark_ui_url
+        if not url:
             print(f"Session {info.id} reports no Spark UI (state {info.state}).")
             return
-        publish_display_data(link_bundle("Spark UI", info.spark_ui_url, f"Spark UI of session {info.id}"))
-        if info.spark_ui_url.startswith(self.holder.client.url + "/"):
-            # The embedded server's proxy: a plain click in a browser would get its 401.
-            print("It takes the server's token ('Authorization: Bearer'); a browser needs a header add-on.")
+        bundle = link_bundle("Spark UI", url, f"Spark UI of session {info.id}")
+        if links is not None and url == links.spark_ui:
+            # A signed link of the embedded server's: it opens without the token, for a while.
+            opens = f"{links.expires_in // 60} min" if links.expires_in >= 60 else f"{links.expires_in} s"
+            note = f"opens for {opens}; run %session ui again for a new link"
+            bundle = {mime: f"{text} ({note})" for mime, text in bundle.items()}  # plain words: no escaping
+        publish_display_data(bundle)
 
     def logs(self, parsed: argparse.Namespace, cell: str | None) -> None:
         session_id = self.runner.require_session("logs")
         client = self.holder.client
+        folder = LogFolder(parsed.level or "all")  # without --level: every line, as it is
         start = parsed.start
         if start is None:
             total = client.logs(session_id, size=0).total
             start = max(total - parsed.n, 0)
         page = client.logs(session_id, start=start, size=parsed.n)
-        for line in page.lines:
-            print(line)
-        if not parsed.follow:
+        _print_lines(folder.feed(list(page.lines)))
+        if parsed.follow:
+            position = page.start + len(page.lines)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(LOG_FOLLOW_EVERY)
+                    page = client.logs(session_id, start=position, size=1000)
+                    _print_lines(folder.feed(list(page.lines)))
+                    position = page.start + len(page.lines)
+        _print_lines(folder.flush())
+        if folder.level not in ("all", "quiet") and folder.folded:
+            print(f"({folder.folded} of {folder.fed} lines condensed; without --level, every line)")
+
+    def log_level(self, parsed: argparse.Namespace, cell: str | None) -> None:
+        if parsed.level is not None:
+            self.holder.log_level = parsed.level
+            print(f"Cells now show the session's log at level {parsed.level}.")
             return
-        position = page.start + len(page.lines)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(LOG_FOLLOW_EVERY)
-                page = client.logs(session_id, start=position, size=1000)
-                for line in page.lines:
-                    print(line, flush=True)
-                position = page.start + len(page.lines)
+        level = self.holder.log_level
+        print(f"Cells show the session's log at level {level} (one of {', '.join(LOG_LEVELS)}).")
 
     def use(self, parsed: argparse.Namespace, cell: str | None) -> None:
         previous = self.holder.session
@@ -172,16 +204,8 @@ class SessionMagics(RunnerMagics):
     # -- sessions on the endpoint --------------------------------------------------------------
 
     def list_sessions(self, parsed: argparse.Namespace, cell: str | None) -> None:
-        filters = {
-            "state": parsed.state,
-            "kind": parsed.kind,
-            "name": parsed.name,
-            "cluster_name": parsed.cluster,
-            "owner": parsed.owner,
-        }
-        sessions = self.holder.client.list_sessions(**{k: v for k, v in filters.items() if v})
-        # Plain Livy ignores these filters: apply them here too, so every backend answers alike.
-        sessions = [info for info in sessions if _matches(info, parsed)]
+        # The same filters as `dli-kernel sessions list`, applied here too where the server ignores them.
+        sessions = matching_sessions(self.holder.client, SessionFilter.from_args(parsed))
         publish_display_data(sessions_table(sessions, self.holder.is_mine))
 
     def kill(self, parsed: argparse.Namespace, cell: str | None) -> None:
@@ -212,6 +236,7 @@ COMMANDS: dict[str, Handler] = {
     "status": SessionMagics.status,
     "ui": SessionMagics.ui,
     "logs": SessionMagics.logs,
+    "log-level": SessionMagics.log_level,
     "use": SessionMagics.use,
     "list": SessionMagics.list_sessions,
     "kill": SessionMagics.kill,
@@ -258,12 +283,7 @@ def session_parser() -> args.Parser:
         subs.add_parser(name, help=text, prog=f"%session {name}")
 
     listing = subs.add_parser("list", prog="%session list", help="sessions on the endpoint")
-    listing.add_argument("--state", help="comma-separated states, e.g. idle,busy or killed")
-    listing.add_argument("--kind")
-    listing.add_argument("--name")
-    listing.add_argument("--id")
-    listing.add_argument("--cluster", help="the cluster (engine) sessions run on")
-    listing.add_argument("--owner", help="who created them")
+    add_filter_arguments(listing)  # the options of `dli-kernel sessions list` too
 
     kill = subs.add_parser("kill", prog="%session kill", help="end a session by id")
     kill.add_argument("id")
@@ -276,19 +296,22 @@ def session_parser() -> args.Parser:
     logs.add_argument("-n", type=args.positive, default=50, metavar="N", help="lines (default 50)")
     logs.add_argument("--from", dest="start", type=args.non_negative, metavar="K", help="from line K")
     logs.add_argument("--follow", action="store_true", help="keep showing new lines until interrupted")
-    return parser
-
-
-def _matches(info: SessionInfo, parsed: argparse.Namespace) -> bool:
-    states = {s.strip().lower() for s in (parsed.state or "").split(",") if s.strip()}
-    return (
-        (not states or info.state in states)
-        and (not parsed.kind or info.kind == parsed.kind)
-        and (not parsed.name or parsed.name in (info.name or ""))
-        and (not parsed.id or str(info.id) == parsed.id)
-        and (not parsed.cluster or cluster_of(info) == parsed.cluster)
-        and (not parsed.owner or info.owner == parsed.owner)
+    logs.add_argument(
+        "--level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="condensed as a cell shows it: quiet, warn, info; all (the default) is every line as it is",
     )
+    log_level = subs.add_parser(
+        "log-level",
+        prog="%session log-level",
+        help="how much of the session's log cells show while they run",
+        description="quiet: nothing; warn (the default): Spark's warnings and errors one line each, task "
+        "failures folded with a count, prints in full; info: INFO lines too; all: every line as it is. "
+        "Without LEVEL, the current one.",
+    )
+    log_level.add_argument("level", nargs="?", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL")
+    return parser
 
 
 # configure's flags and the SessionSpec fields they set
@@ -315,3 +338,8 @@ def _configure_changes(parsed: argparse.Namespace, spec: SessionSpec) -> dict[st
     if parsed.conf:
         changes["conf"] = {**spec.conf, **dict(parsed.conf)}
     return changes
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line, flush=True)

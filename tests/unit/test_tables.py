@@ -1,0 +1,70 @@
+"""Tables: complete plain HTML always; a script of ours that adds filter, sort and pages only to long ones."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from dli_kernel.kernel.tables import INTERACTIVE_AFTER, frame_bundle, table_bundle
+
+NASTY = "</script><script>alert('x')</script>&\"`${1}"
+
+
+def split(html: str) -> tuple[str, str]:
+    """The markup before the script, and the script's code."""
+    before, _, rest = html.partition("<script>")
+    return before, rest.removesuffix("</script>")
+
+
+def test_a_short_table_is_plain_html() -> None:
+    rows = [[f"r{i}", i] for i in range(INTERACTIVE_AFTER)]
+    bundle = table_bundle(["k", "n"], rows, INTERACTIVE_AFTER)
+    assert "<script" not in bundle["text/html"] and bundle["text/html"].startswith("<table>")
+    assert bundle["text/plain"].endswith(f"{INTERACTIVE_AFTER} rows")
+
+
+def test_a_long_table_keeps_every_row_and_gains_a_script() -> None:
+    rows = [[f"r{i}", i] for i in range(INTERACTIVE_AFTER + 1)]
+    bundle = table_bundle(["k", "n"], rows, 1500)
+    markup, script = split(bundle["text/html"])
+    assert markup.count("<tr>") == INTERACTIVE_AFTER + 2  # the header and every row: static viewers see all
+    assert f"{INTERACTIVE_AFTER + 1} of 1500 rows shown" in markup  # the row-count note stays
+    (element,) = re.findall(r'<div id="(dli-table-[0-9a-f]{32})">', markup)
+    assert f'document.getElementById("{element}")' in script
+    assert "http" not in script and "import" not in script  # nothing fetched
+    assert all(f"r{i}" not in script for i in range(len(rows)))  # rows are read from the table, not written
+    assert "</" not in script and "<!--" not in script  # nothing in it can end the script early
+
+
+def test_every_table_has_its_own_element() -> None:
+    rows = [["x"]] * (INTERACTIVE_AFTER + 1)
+    first, second = (table_bundle(["c"], rows, len(rows))["text/html"] for _ in range(2))
+    assert re.findall(r"dli-table-\w+", first)[0] != re.findall(r"dli-table-\w+", second)[0]
+
+
+def test_values_and_names_are_escaped_and_stay_out_of_the_script() -> None:
+    rows = [[NASTY, i] for i in range(INTERACTIVE_AFTER + 1)]
+    bundle = table_bundle([NASTY, "n"], rows, len(rows), hint=f"chart it: -x {NASTY}")
+    markup, script = split(bundle["text/html"])
+    assert bundle["text/html"].count("<script>") == 1 and bundle["text/html"].count("</script>") == 1
+    assert "alert" not in script and "alert" in markup
+    assert "&lt;/script&gt;&lt;script&gt;alert(&#x27;x&#x27;)" in markup
+    assert f"chart it: -x {NASTY}" in bundle["text/plain"]
+
+
+def test_the_hint_is_a_line_under_the_table() -> None:
+    bundle = table_bundle(["k", "n"], [["a", 1]], 1, hint="chart it: %%sql --chart bar -x k -y n")
+    assert bundle["text/plain"].splitlines()[-2:] == ["1 row", "chart it: %%sql --chart bar -x k -y n"]
+    assert bundle["text/html"].endswith(
+        "<p>1 row</p><p><code>chart it: %%sql --chart bar -x k -y n</code></p>"
+    )
+
+
+def test_a_frame_table_says_what_the_variable_holds() -> None:
+    frame = pd.DataFrame({"k": [f"r{i}" for i in range(30)], "n": range(30)})
+    bundle = frame_bundle(frame, 100, "top", hint="chart it: %%sql --chart bar -x k -y n")
+    assert "30 rows; top holds 30 of 100 rows" in bundle["text/plain"]
+    markup, script = split(bundle["text/html"])
+    assert "<p>30 rows; top holds 30 of 100 rows</p>" in markup and "chart it" in markup
+    assert "r29" not in script
