@@ -28,6 +28,7 @@ from dli_kernel.spec import SpecError, parse_number
 
 if TYPE_CHECKING:
     from dli_kernel.client import SessionInfo, SessionsClient
+    from dli_kernel.client.dialects import SessionLinks
 
 FOLLOW_EVERY = 1.0  # seconds between two reads of a followed log
 FOLLOW_PAGE = 1000  # lines asked for at once while following
@@ -107,12 +108,11 @@ def _list(args: argparse.Namespace, client: SessionsClient) -> None:
     elif not sessions:
         print(f"No session{' matches' if not wanted.empty else 's on'} {shown_url(client.url)}.")
     else:
-        print(_without_marker_column(sessions_table(sessions, lambda _: False)["text/plain"]))
+        print(sessions_table(sessions)["text/plain"])
 
 
 def _info(args: argparse.Namespace, client: SessionsClient) -> None:
-    from dli_kernel.kernel.display import info_rows, key_value_bundle
-    from dli_kernel.spec import SessionSpec
+    from dli_kernel.kernel.display import info_rows, key_value_bundle, with_signed_links
 
     info = _session(client, args.id)
     links = _browser_links(client, info)
@@ -126,30 +126,27 @@ def _info(args: argparse.Namespace, client: SessionsClient) -> None:
             }
         _print_json({**_summary(info), "browserLinks": signed, "server": info.raw})
         return
-    # A shell asked for no session settings: a "requested" value would be the defaults, so show none.
-    rows = [(k, "" if v.endswith("(requested)") else v) for k, v in info_rows(info, SessionSpec())]
+    rows = info_rows(info, None)  # a shell asked for no settings: the server's values only
     if links is not None:  # as %session info shows them: links that open in a browser, for a while
-        signed = {"Spark UI": links.spark_ui, "driver log": links.driver_log}
-        rows = [(name, signed.get(name) or value) for name, value in rows]
-        minutes = f"{links.expires_in // 60} min" if links.expires_in >= 60 else f"{links.expires_in} s"
-        rows.append(("links", f"open in a browser for {minutes}; run this again for new ones"))
+        rows = with_signed_links(rows, links, "run this again for new ones")
     print(key_value_bundle(rows)["text/plain"])
 
 
-def _browser_links(client: SessionsClient, info: SessionInfo) -> Any:
+def _browser_links(client: SessionsClient, info: SessionInfo) -> SessionLinks | None:
     """The session's signed browser links where the server signs them (the embedded server), else None:
     its own URLs then stand, which may take the token."""
     if info.ended:
         return None
     try:
-        links = client.links(info.id)
+        return client.links(info.id)
     except ClientError:
         return None
-    return links if links is not None and links.expires_in > 0 else None
 
 
 def _logs(args: argparse.Namespace, client: SessionsClient) -> None:
-    folder = _log_folder(args.level)
+    from dli_kernel.kernel.spark_log import LogFolder  # what a cell's stream uses
+
+    folder = LogFolder(args.level or "all")  # without --level: every line, as it is
     session_id = str(_session(client, args.id).id)
     start = args.start
     if start is None:
@@ -243,34 +240,6 @@ def _print_lines(lines: list[str]) -> None:
     if lines:
         sys.stdout.write("".join(line if line.endswith("\n") else line + "\n" for line in lines))
         sys.stdout.flush()
-
-
-def _without_marker_column(text: str) -> str:
-    """The table without its first column, which marks a notebook's own session: a shell has none, so it
-    is blank, and would only indent every line."""
-    lines = [line.rstrip() for line in text.splitlines()]  # padded last columns would trail spaces
-    header, rows = lines[0], lines[1:]
-    if not header.startswith("  "):
-        return "\n".join(lines)
-    return "\n".join([header[2:], *(row[2:] if row.startswith("  ") else row for row in rows)])
-
-
-class _AllLines:
-    """The log as it is, when no level was asked for."""
-
-    def feed(self, lines: list[str]) -> list[str]:
-        return lines
-
-    def flush(self) -> list[str]:
-        return []
-
-
-def _log_folder(level: str | None) -> Any:
-    if level is None:
-        return _AllLines()
-    from dli_kernel.kernel.spark_log import LogFolder  # what a cell's stream uses; only --level needs it
-
-    return LogFolder(level)
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -380,6 +349,7 @@ def add_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     logs.add_argument(
         "--level",
+        type=str.lower,  # as %session logs --level takes it
         choices=LOG_LEVELS,
         help="condense the log as a cell's output does at that level: Spark's warnings and errors one line "
         "each, repeated task failures folded (default: every line as logged)",

@@ -343,11 +343,13 @@ class SessionsClient:
 
     def links(self, session_id: str | int) -> SessionLinks | None:
         """Links to the session's Spark UI and driver log that open in a browser without the token, for a
-        while; None from a server without the ``links`` extension (its URLs are the session's own)."""
+        while; None from a server without the ``links`` extension (its URLs are the session's own), or
+        with an answer that says no lifetime (such links would open nothing)."""
         if EXT_LINKS not in self.server_extensions():
             return None
         call = self.dialect.links(session_id)
-        return None if call is None else SessionLinks.from_json(self._call(call))
+        links = None if call is None else SessionLinks.from_json(self._call(call))
+        return links if links is not None and links.expires_in > 0 else None
 
     # -- plumbing ------------------------------------------------------------------------------
 

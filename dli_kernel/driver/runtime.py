@@ -76,6 +76,7 @@ def bootstrap(settings_json: str) -> str:
     shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
     warnings.showwarning = _warning_to_log
     _query_context_to_log()
+    shell.set_custom_exc(_spark_errors(), _user_frames_traceback)
     for name, magic in (("table", _table_magic), ("json", _json_magic), ("matplot", _matplot_magic)):
         shell.register_magic_function(magic, magic_kind="line", magic_name=name)
     shell.events.register("pre_run_cell", _before_statement)
@@ -106,6 +107,44 @@ def _query_context_to_log() -> None:
         for handler in PySparkLogger.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and sys.__stderr__ is not None:
                 handler.setStream(sys.__stderr__)
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JError)
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import py4j
+    import pyspark
+
+    return tuple(str(Path(module.__file__ or "").parent) + os.sep for module in (pyspark, py4j))
+
+
+def _user_frames_traceback(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+) -> Any:
+    """A failing Spark call's traceback without pyspark's and py4j's own frames: those are dozens of lines,
+    with the server's paths, above the one line that says what went wrong (a missing table, a bad column).
+    The user's frames and the error's message (a UDF's remote traceback included) stay. IPython leaves
+    showing it to the handler."""
+    tb = _without_frames_in(tb, _library_dirs())
+    shown = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset)
+    shell._showtraceback(etype, value, shown)
+    return shown
+
+
+def _without_frames_in(head: Any, dirs: tuple[str, ...]) -> Any:
+    kept, tb = [], head
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(dirs):
+            kept.append(tb)
+        tb = tb.tb_next
+    for frame, following in zip(kept, [*kept[1:], None], strict=True):
+        frame.tb_next = following  # writable since Python 3.7: the chain is the one being shown
+    return kept[0] if kept else head
 
 
 def app_info() -> str:

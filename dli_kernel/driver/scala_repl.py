@@ -291,6 +291,11 @@ class ScalaValue:
     def __repr__(self) -> str:
         return self.echo
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython would split a repr into lines and join them with "\n": a value holding "\r\n" would
+        # then differ from the REPL's text, and Livy's text, made again of the outputs, from before.
+        printer.text(self.echo)
+
 
 _FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ (?:elided|more))")
 

@@ -14,6 +14,8 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dli_kernel.kernel.tables import Rows
+
 if TYPE_CHECKING:
     from dli_kernel.kernel.display import Result
 
@@ -27,9 +29,6 @@ CHARTS_EXTRA = "pip install 'dli-kernel[charts]'"
 _MARKS = {"bar": "bar", "line": "line", "area": "area", "scatter": "point", "pie": "arc"}
 _VEGA_AGGREGATE = {"sum": "sum", "avg": "mean", "min": "min", "max": "max", "count": "count"}
 _WIDTH, _HEIGHT = 480, 300
-# Spark's simple type names (its schema JSON) and Livy's %table type names, as Vega-Lite reads them.
-_NUMBERS = ("byte", "short", "integer", "long", "float", "double", "decimal", "tinyint", "smallint", "int")
-_TIMES = ("date", "timestamp", "timestamp_ntz", "timestamp_ltz")
 
 
 class ChartError(ValueError):
@@ -53,50 +52,6 @@ class ChartOptions:
             )
         if self.kind == "pie" and len(self.y) > 1:
             raise ChartError("a pie chart draws one -y column (its slices); give one, or use bar for several")
-
-
-@dataclass
-class Rows:
-    """A result as a chart reads it: column names, their Vega-Lite types, rows, and how many rows the
-    query had (more than ``rows`` when the row limit cut it)."""
-
-    names: list[str]
-    types: list[str]  # "quantitative", "temporal" or "nominal"
-    rows: list[list[Any]]
-    total: int
-    type_names: list[str]  # as the source said them, for messages
-
-
-def vega_type(spark_type: Any) -> str:
-    """A Spark schema type (``"long"``, ``"decimal(10,2)"``, a nested dict) or a Livy table type
-    (``"INT_TYPE"``) as a Vega-Lite field type."""
-    if not isinstance(spark_type, str):
-        return "nominal"  # arrays, maps and structs are drawn as their text, if at all
-    name = spark_type.lower().removesuffix("_type").split("(", 1)[0]
-    if name in _NUMBERS:
-        return "quantitative"
-    if name in _TIMES:
-        return "temporal"
-    return "nominal"
-
-
-def sql_rows(value: dict[str, Any]) -> Rows:
-    """A SQL result's ``{schema, data, total}`` as chart rows."""
-    fields = value.get("schema", {}).get("fields", [])
-    names = [str(field.get("name")) for field in fields]
-    spark_types = [field.get("type") for field in fields]
-    rows = value.get("data") or []
-    total = value.get("total", len(rows))
-    return Rows(names, [vega_type(t) for t in spark_types], rows, total, [_type_name(t) for t in spark_types])
-
-
-def livy_rows(table: dict[str, Any]) -> Rows:
-    """Livy's ``%table`` output (``{headers, data}``) as chart rows."""
-    headers = table.get("headers", [])
-    rows = table.get("data") or []
-    type_names = [str(header.get("type", "")) for header in headers]
-    names = [str(header.get("name")) for header in headers]
-    return Rows(names, [vega_type(t) for t in type_names], rows, len(rows), type_names)
 
 
 def frame_types(frame: Any) -> tuple[list[str], list[str]]:
@@ -396,9 +351,3 @@ def _title(y: str, agg: str | None) -> str:
     if agg == "count":
         return "count"
     return f"{agg}({y})" if agg else y
-
-
-def _type_name(spark_type: Any) -> str:
-    if isinstance(spark_type, dict):
-        return str(spark_type.get("type", "nested"))
-    return str(spark_type)

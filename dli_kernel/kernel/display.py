@@ -15,9 +15,10 @@ from typing import Any
 from IPython.display import DisplayHandle
 
 from dli_kernel.client import SessionInfo
+from dli_kernel.client.dialects import SessionLinks
 from dli_kernel.client.models import jupyter_outputs
-from dli_kernel.kernel.tables import table_bundle
-from dli_kernel.protocol import LIVY_TABLE_MIME
+from dli_kernel.client.session_filter import cluster_of
+from dli_kernel.kernel.tables import result_rows, table_bundle
 from dli_kernel.spec import SessionSpec, format_duration, format_memory
 
 PASSED_THROUGH = ("text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown", "text/latex")
@@ -69,18 +70,12 @@ def render(output: dict[str, Any] | None) -> Rendered:
     for mime in PASSED_THROUGH:
         if mime in data:
             rendered.displays.append({mime: data[mime]})
-    if LIVY_TABLE_MIME in data:
-        table = data[LIVY_TABLE_MIME]
-        names = [header["name"] for header in table.get("headers", [])]
-        rendered.displays.append(table_bundle(names, table.get("data", []), len(table.get("data", []))))
-    if "application/json" in data:
+    rows = result_rows(data)
+    if rows is not None:
+        rendered.displays.append(table_bundle(rows.names, rows.rows, rows.total))
+    elif "application/json" in data:
         value = data["application/json"]
-        if isinstance(value, dict) and "schema" in value and "data" in value:
-            names = [column["name"] for column in value["schema"].get("fields", [])]
-            total = value.get("total", len(value["data"]))
-            rendered.displays.append(table_bundle(names, value["data"], total))
-        else:
-            rendered.displays.append({"application/json": value, "text/plain": json.dumps(value, indent=1)})
+        rendered.displays.append({"application/json": value, "text/plain": json.dumps(value, indent=1)})
     return rendered
 
 
@@ -101,16 +96,11 @@ def _replayed(outputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 
 
 def _table_or_bundle(data: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(data.get(LIVY_TABLE_MIME), dict):
-        table = data[LIVY_TABLE_MIME]
-        names = [header["name"] for header in table.get("headers", [])]
-        return table_bundle(names, table.get("data", []), len(table.get("data", [])))
-    value = data.get("application/json")
-    if isinstance(value, dict) and "schema" in value and "data" in value:
-        names = [column["name"] for column in value["schema"].get("fields", [])]
-        return table_bundle(names, value["data"], value.get("total", len(value["data"])))
+    rows = result_rows(data)
+    if rows is not None:
+        return table_bundle(rows.names, rows.rows, rows.total)
     if "application/json" in data and "text/plain" not in data:  # Livy's %json: text for plain viewers
-        return {**data, "text/plain": json.dumps(value, indent=1)}
+        return {**data, "text/plain": json.dumps(data["application/json"], indent=1)}
     return data
 
 
@@ -181,7 +171,7 @@ def key_value_bundle(rows: list[tuple[str, str]]) -> dict[str, str]:
     width = max((len(k) for k, _ in rows), default=0)
     return {
         "text/html": f"<table>{body}</table>",
-        "text/plain": "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows),
+        "text/plain": "\n".join(f"{k.ljust(width)}  {v}".rstrip() for k, v in rows),
     }
 
 
@@ -190,6 +180,19 @@ def link_bundle(label: str, url: str, title: str) -> dict[str, str]:
         "text/plain": f"{label}: {url}",
         "text/html": f'<a href="{html.escape(url)}" target="_blank">{html.escape(title)}</a>',
     }
+
+
+def with_signed_links(rows: list[tuple[str, str]], links: SessionLinks, again: str) -> list[tuple[str, str]]:
+    """``info_rows`` with the server's signed links, which open in a browser without its token, for a
+    while, in place of its own URLs; ``again``: how to get new ones."""
+    signed = {"Spark UI": links.spark_ui, "driver log": links.driver_log}
+    rows = [(name, signed.get(name) or value) for name, value in rows]
+    return [*rows, ("links", f"open in a browser for {opens_for(links.expires_in)}; {again}")]
+
+
+def opens_for(seconds: int) -> str:
+    """How long a signed link opens, as a person reads it."""
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"
 
 
 def _html_value(value: str) -> str:
@@ -220,8 +223,9 @@ def spec_rows(spec: SessionSpec) -> list[tuple[str, str]]:
     return rows
 
 
-def info_rows(info: SessionInfo, spec: SessionSpec) -> list[tuple[str, str]]:
-    """A running session's details, as the server reports them; ``spec``: what this notebook asked for."""
+def info_rows(info: SessionInfo, spec: SessionSpec | None) -> list[tuple[str, str]]:
+    """A running session's details, as the server reports them; ``spec``: what this notebook asked for,
+    shown where the server reports nothing (None: nothing was asked for, as from a shell)."""
     raw = info.raw
     conf = raw.get("conf") or {}
     if isinstance(conf, list):  # DLI documents conf as a list of objects
@@ -249,17 +253,19 @@ def info_rows(info: SessionInfo, spec: SessionSpec) -> list[tuple[str, str]]:
         ("Spark UI", info.spark_ui_url or ""),
         ("driver log", info.driver_log_url or ""),
     ]
-    if "sc_type" not in raw:  # plain Livy reports no resources: show what was asked for
+    if "sc_type" not in raw and spec is not None:  # plain Livy reports no resources: what was asked for
         rows[5] = ("sc_type", f"{spec.reported_sc_type} (requested)")
     return rows
 
 
-def sessions_table(sessions: list[SessionInfo], is_mine: Callable[[str], bool]) -> dict[str, str]:
-    """``%session list``: one row a session, this notebook's marked with ``*``."""
-    names = ["", "name", "id", "state", "kind", "cluster", "creator", "created", "validity period"]
+def sessions_table(
+    sessions: list[SessionInfo], is_mine: Callable[[str], bool] | None = None
+) -> dict[str, str]:
+    """``%session list``: one row a session, this notebook's marked with ``*`` (no such column without
+    ``is_mine``, as in a shell, which has no session of its own)."""
+    names = ["name", "id", "state", "kind", "cluster", "creator", "created", "validity period"]
     rows: list[list[Any]] = [
         [
-            "*" if is_mine(info.id) else "",
             info.name or "",
             info.id,
             info.state,
@@ -271,13 +277,14 @@ def sessions_table(sessions: list[SessionInfo], is_mine: Callable[[str], bool]) 
         ]
         for info in sessions
     ]
-    bundle = table_bundle(names, rows, len(rows))
-    bundle["text/plain"] += "\n* this notebook's session" if any(row[0] for row in rows) else ""
+    if is_mine is None:
+        return table_bundle(names, rows, len(rows))
+    marks = ["*" if is_mine(info.id) else "" for info in sessions]
+    bundle = table_bundle(
+        ["", *names], [[mark, *row] for mark, row in zip(marks, rows, strict=True)], len(rows)
+    )
+    bundle["text/plain"] += "\n* this notebook's session" if any(marks) else ""
     return bundle
-
-
-def cluster_of(info: SessionInfo) -> str | None:
-    return info.raw.get("cluster_name") or info.raw.get("queue")
 
 
 def _cores(value: object) -> str:

@@ -16,7 +16,7 @@ from dli_kernel.client import SessionInfo, SessionsClient
 from dli_kernel.config import Settings, load_settings
 from dli_kernel.embedded import embedded_endpoint
 from dli_kernel.kernel.remote_session import Progress, RemoteSession, SessionFailed
-from dli_kernel.protocol import LOG_LEVELS
+from dli_kernel.kernel.spark_log import checked_level
 from dli_kernel.spec import SessionSpec
 
 
@@ -79,9 +79,7 @@ class SessionHolder:
 
     @log_level.setter
     def log_level(self, level: str) -> None:
-        if level not in LOG_LEVELS:
-            raise ValueError(f"the log level must be one of {', '.join(LOG_LEVELS)} (got {level!r}).")
-        self._log_level = level
+        self._log_level = checked_level(level)
 
     # -- its session ---------------------------------------------------------------------------
 

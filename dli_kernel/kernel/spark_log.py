@@ -91,6 +91,7 @@ class _Record:
     done: bool = False  # shown (or hidden) already; later continuation lines only count as folded
     free_text: bool = False  # inside a "== SQL ==" context: any line continues until the stack trace
     known_exception: str = ""  # a structured line's exception, which it carries in a field of its own
+    in_trace: bool = False  # its Java stack trace began: only trace lines continue it from now on
 
     def continues(self, line: str) -> bool:
         if not line.strip() or line[0] in " \t":
@@ -104,9 +105,19 @@ class _Record:
             return True
         return self.has_traceback() and bool(_PY_EXCEPTION.match(line))
 
+    def continues_later(self, line: str) -> bool:
+        """Whether a line of a later batch continues this record, shown already: an exception or a stack
+        trace line, or any line ``continues`` takes while the record's message goes on (a Python traceback
+        or SQL context in it). An indented line after a bare warning or a Java stack trace is a print."""
+        sure = line.startswith((*_TRACE, *_CONTINUES)) or bool(_JAVA_EXCEPTION.match(line))
+        in_message = not self.in_trace and (
+            self.has_traceback() or any(continued.strip() for continued in self.lines)
+        )
+        return (sure or in_message) and self.continues(line)
+
     def add(self, line: str) -> None:
         if line.startswith("\tat "):
-            self.free_text = False
+            self.free_text, self.in_trace = False, True
         self.lines.append(line)
 
     def has_traceback(self) -> bool:
@@ -187,14 +198,19 @@ class _Stage:
         return f"{self.level} TaskSetManager: {what}: {self.error}" if self.error else f"{self.level} {what}"
 
 
+def checked_level(level: str) -> str:
+    """``level`` if it is one of ``LEVELS``; else a ValueError that names them."""
+    if level not in LEVELS:
+        raise ValueError(f"the log level must be one of {', '.join(LEVELS)} (got {level!r}).")
+    return level
+
+
 class LogFolder:
     """Folds one statement's log lines as they stream in: ``feed`` says what to show now, ``flush`` what is
     left at the statement's end (the counts of folds still open)."""
 
     def __init__(self, level: str = "warn") -> None:
-        if level not in LEVELS:
-            raise ValueError(f"the log level must be one of {', '.join(LEVELS)} (got {level!r}).")
-        self.level = level
+        self.level = checked_level(level)
         self.fed = 0  # lines fed
         self.shown = 0  # lines fed that were shown, each as itself or condensed to one line
         self._record: _Record | None = None  # the last record, open to continuation lines
@@ -209,8 +225,9 @@ class LogFolder:
         return self.fed - self.shown
 
     def feed(self, lines: list[str]) -> list[str]:
-        """What to show of these new lines now. A record ends with its batch: a log is written (and read)
-        a record at a time, and a warning must not wait for the next line to be shown."""
+        """What to show of these new lines now. A record is shown at the end of its batch, as a warning
+        must not wait for the next line; the next batch's lines that surely continue it still fold into it
+        (the log is read while it is written, so a batch may end anywhere in a stack trace)."""
         self.fed += len(lines)
         if self.level == "all":
             self.shown += len(lines)
@@ -221,7 +238,8 @@ class LogFolder:
         for raw in lines:
             self._line(raw.rstrip("\n"), out)
         self._end_record(out)
-        self._end_traceback(out)
+        if self._traceback is not None and self._traceback_ended:  # else it waits for its error line
+            self._end_traceback(out)
         return out
 
     def flush(self) -> list[str]:
@@ -236,9 +254,10 @@ class LogFolder:
         return out
 
     def note(self, command: str = "%session logs", lines_by_default: int = 50) -> list[str]:
-        """One line saying how many lines were condensed and how to see them all; none if none were.
-        ``command`` shows a log's last ``lines_by_default`` lines, and takes ``-n`` for more."""
-        if self.level in ("quiet", "all") or not self.folded:
+        """One line saying how many lines were condensed and how to see them all; none if none were, or if
+        nothing was shown (a cell whose log held only lines below its level stays quiet: Jupyter paints
+        any stderr red). ``command`` shows a log's last ``lines_by_default`` lines, and takes ``-n``."""
+        if self.level in ("quiet", "all") or not self.folded or not self.shown:
             return []
         count = self.folded
         shows = command if self.fed <= lines_by_default else f"{command} -n {self.fed}"
@@ -258,18 +277,19 @@ class LogFolder:
                 return
             self._end_traceback(out)
         record = self._record
-        # A record shown already takes only what is surely its stack trace: an indented print that follows
-        # it in a later batch is the user's.
-        later = record is not None and record.done and not line.startswith(_TRACE)
-        if record is not None and not later and record.continues(line):
+        if record is not None and (record.continues_later(line) if record.done else record.continues(line)):
             record.add(line)
             return
         self._end_record(out)
         self._record = None
         if line.startswith("Traceback (most recent call last):"):
             self._traceback, self._traceback_ended = [line], False
+        elif line.startswith(_CHAINED):  # the next traceback of a chain whose first a batch ago ended
+            self._traceback, self._traceback_ended = [line], True
         elif not line.strip():
             pass  # a blank line carries nothing
+        elif line.startswith(_TRACE):
+            pass  # a trace with no level (printStackTrace) or begun before the lines read: its head says it
         elif line.startswith(_NOTES):
             self._record = _Record("INFO", "", line.strip())
         else:

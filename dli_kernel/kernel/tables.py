@@ -11,10 +11,75 @@ from __future__ import annotations
 import html
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
+
+from dli_kernel.protocol import LIVY_TABLE_MIME, SQL_RESULT_MIME
 
 INTERACTIVE_AFTER = 20  # rows: a longer table gets a filter box, sorting and pages where scripts run
 PAGE_ROWS = 20
+
+# Spark's simple type names (its schema JSON) and Livy's %table type names, as Vega-Lite reads them.
+_NUMBERS = ("byte", "short", "integer", "long", "float", "double", "decimal", "tinyint", "smallint", "int")
+_TIMES = ("date", "timestamp", "timestamp_ntz", "timestamp_ltz")
+
+
+@dataclass
+class Rows:
+    """A statement's result as a table or a chart reads it: column names, their Vega-Lite types, rows,
+    and how many rows the query had (more than ``rows`` when the row limit cut it)."""
+
+    names: list[str]
+    types: list[str]  # "quantitative", "temporal" or "nominal"
+    rows: list[list[Any]]
+    total: int
+    type_names: list[str]  # as the source said them, for messages
+
+
+def result_rows(data: dict[str, Any]) -> Rows | None:
+    """The rows in a statement's output ``data``: a SQL result (``{schema, data, total}``) or Livy's
+    ``%table`` (``{headers, data}``); None for anything else (text, a JSON value that is no table)."""
+    value = data.get(SQL_RESULT_MIME)
+    if isinstance(value, dict) and "schema" in value and "data" in value:
+        return sql_rows(value)
+    if isinstance(data.get(LIVY_TABLE_MIME), dict):
+        return livy_rows(data[LIVY_TABLE_MIME])
+    return None
+
+
+def sql_rows(value: dict[str, Any]) -> Rows:
+    """A SQL result's ``{schema, data, total}`` as rows."""
+    schema = value.get("schema")
+    fields = schema.get("fields") or [] if isinstance(schema, dict) else []
+    fields = [field for field in fields if isinstance(field, dict)]
+    spark_types = [field.get("type") for field in fields]
+    rows = value.get("data") or []
+    total = value.get("total", len(rows))
+    type_names = [str(t.get("type", "nested")) if isinstance(t, dict) else str(t) for t in spark_types]
+    names = [str(field.get("name")) for field in fields]
+    return Rows(names, [vega_type(t) for t in spark_types], rows, total, type_names)
+
+
+def livy_rows(table: dict[str, Any]) -> Rows:
+    """Livy's ``%table`` output (``{headers, data}``) as rows."""
+    headers = [header for header in table.get("headers") or [] if isinstance(header, dict)]
+    rows = table.get("data") or []
+    type_names = [str(header.get("type", "")) for header in headers]
+    names = [str(header.get("name")) for header in headers]
+    return Rows(names, [vega_type(t) for t in type_names], rows, len(rows), type_names)
+
+
+def vega_type(spark_type: Any) -> str:
+    """A Spark schema type (``"long"``, ``"decimal(10,2)"``, a nested dict) or a Livy table type
+    (``"INT_TYPE"``) as a Vega-Lite field type."""
+    if not isinstance(spark_type, str):
+        return "nominal"  # arrays, maps and structs are drawn as their text, if at all
+    name = spark_type.lower().removesuffix("_type").split("(", 1)[0]
+    if name in _NUMBERS:
+        return "quantitative"
+    if name in _TIMES:
+        return "temporal"
+    return "nominal"
 
 
 def table_bundle(
@@ -47,8 +112,11 @@ def table_bundle(
     widths = [
         max([len(name)] + [len(row[i]) for row in cells if i < len(row)]) for i, name in enumerate(names)
     ]
-    lines = ["  ".join(name.ljust(width) for name, width in zip(names, widths, strict=True))]
-    lines += ["  ".join(c.ljust(width) for c, width in zip(row, widths, strict=False)) for row in cells]
+    # Padded to line up, but not at the end: a terminal or a diff would show the trailing spaces.
+    lines = ["  ".join(name.ljust(width) for name, width in zip(names, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(width) for c, width in zip(row, widths, strict=False)).rstrip() for row in cells
+    ]
     return {"text/html": table_html, "text/plain": "\n".join([*lines, note, *([hint] if hint else [])])}
 
 

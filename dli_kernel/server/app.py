@@ -22,7 +22,7 @@ from dli_kernel.server.body_limit import BodyLimit
 from dli_kernel.server.dlc_actions import DlcActions
 from dli_kernel.server.endpoints import DLI, LIVY, Family
 from dli_kernel.server.errors import EXCEPTION_HANDLERS
-from dli_kernel.server.links import BrowserLinks, LinkSigner, driver_log, session_links
+from dli_kernel.server.links import BrowserLinks, LinkSigner
 from dli_kernel.server.manager import SessionManager
 from dli_kernel.server.principal import operator_name
 from dli_kernel.server.ui_proxy import ui_routes
@@ -52,7 +52,7 @@ def session_routes(family: Family) -> list[Route]:
         route(statement + "/output", output_http.statement_output, "GET"),
         route(statement + "/cancel", endpoints.cancel_statement, "POST"),
         route(session + "/completion", endpoints.completion, "POST"),
-        route(session + "/links", session_links, "POST"),
+        route(session + "/links", endpoints.session_links, "POST"),
     ]
 
 
@@ -94,7 +94,7 @@ def create_app(
             *livy,
             *dli,
             # The browser's view of the log: the Livy path only, as the UI's (the links name it).
-            Route("/sessions/{session_id}/driver-log", driver_log, methods=["GET"]),
+            Route("/sessions/{session_id}/driver-log", endpoints.driver_log, methods=["GET"]),
             *ui_routes(),
             dlc,
         ],

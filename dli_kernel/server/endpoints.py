@@ -13,18 +13,21 @@ a request either changes nothing and says why, or changes what it asked and says
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from dli_kernel import __version__
 from dli_kernel.protocol import ARROW_STREAM_MIME, EXTENSIONS, STATEMENT_DONE
 from dli_kernel.server.answers import JSONAnswer
+from dli_kernel.server.links import BrowserLinks
 from dli_kernel.server.longpoll import hold
 from dli_kernel.server.manager import Invalid, ManagedSession, SessionManager, Statement
 from dli_kernel.server.output_http import statement_response
@@ -45,6 +48,7 @@ from dli_kernel.spec import SessionSpec, is_project_id, shown
 # The `livy` PyPI client switches to a legacy protocol below 0.5; we speak the current one.
 LIVY_VERSION = "0.8.0"
 DLI_PREFIX = "/v2.0/{project_id}"
+LOG_CHUNK = 64 * 1024  # bytes of the driver log page read and sent at once
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,53 @@ async def session_log(request: Request, family: Family) -> JSONAnswer:
         return {"id": family.public_id(session), "from": start, "total": total, "log": lines}
 
     return JSONAnswer(await run_in_threadpool(log))
+
+
+# -- a browser's pages (dli_kernel.server.links: the links that open them without a token) ---------------
+
+
+@_endpoint
+async def session_links(request: Request, family: Family) -> JSONAnswer:
+    """``POST .../sessions/{id}/links``: signed browser links to the session's Spark UI and driver log."""
+    manager, viewer, base_url = _manager(request), _viewer(request), _base_url(request)
+    links: BrowserLinks = request.app.state.links
+
+    def issue() -> dict[str, Any]:
+        session = requested_session(manager, request.path_params["session_id"], viewer)
+        return {"id": family.public_id(session), **links.issue(viewer, session, base_url)}
+
+    return JSONAnswer(await run_in_threadpool(issue))
+
+
+async def driver_log(request: Request) -> Response:
+    """``GET /sessions/{id}/driver-log``: the session's whole log as text, or its last ``?lines=N``."""
+    manager, viewer = _manager(request), _viewer(request)
+    lines = optional_int(request.query_params, "lines", minimum=1)
+    session = await run_in_threadpool(requested_session, manager, request.path_params["session_id"], viewer)
+    headers = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+    if lines is not None:
+        _, _, found = await run_in_threadpool(session.log_lines, None, lines)
+        return PlainTextResponse("".join(line + "\n" for line in found), headers=headers)
+    return StreamingResponse(
+        _file_chunks(session.log_path), media_type="text/plain; charset=utf-8", headers=headers
+    )
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    """The file as it is now (Starlette reads a plain iterator in a worker thread): a log that grows
+    meanwhile does not keep the answer open."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed when the generator ends
+    except OSError:
+        return
+    with handle:
+        left = os.fstat(handle.fileno()).st_size
+        while left > 0:
+            chunk = handle.read(min(LOG_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
 
 
 # -- statements ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from dli_kernel.server.answers import JSONAnswer
 from dli_kernel.server.manager import Invalid, LimitReached, ManagerError, UnknownId, WrongState
+from dli_kernel.server.secret_file import SecretFileError
 from dli_kernel.spec import SpecError
 
 log = logging.getLogger("dli_kernel.server")
@@ -38,6 +39,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONAnswer({"msg": msg}, status_code=exc.status_code)
 
 
+async def _no_key(request: Request, exc: Exception) -> Response:
+    # The key file's own message names a path of the server's: the log has it (``LinkSigner``), the
+    # client what to do.
+    msg = "the server cannot use its key file; ask its operator to look at the server's log."
+    return JSONAnswer({"msg": msg}, status_code=503)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The client learns only the exception's type: its message may hold paths or code of the server's.
     log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -56,5 +64,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Handler] = {
     LimitReached: _answer(429),
     ManagerError: _answer(400),
     HTTPException: _http_error,
+    SecretFileError: _no_key,
     Exception: _unexpected,
 }

@@ -8,6 +8,7 @@ check) leaves a cookie signed the same way for that path alone, HttpOnly, SameSi
 with its own expiry (``COOKIE_TTL``), and redirects to the clean URL: the UI's relative links and assets
 then load with the cookie. A link or cookie opens only GET and HEAD on its own path, never the API, and
 only while its user still exists; the route then checks that they still see the session, as for a token.
+The routes that issue links and serve the log page are ``endpoints.session_links`` and ``driver_log``.
 """
 
 from __future__ import annotations
@@ -18,37 +19,31 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
+import logging
 import re
-import secrets
-import stat
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import Scope
 
 from dli_kernel.protocol import LINK_COOKIE, LINK_PARAM
-from dli_kernel.server.answers import JSONAnswer
-from dli_kernel.server.endpoints import Family, _endpoint
-from dli_kernel.server.manager import ManagedSession, SessionManager
-from dli_kernel.server.params import optional_int, requested_session
-from dli_kernel.server.principal import Principal, operator_name
+from dli_kernel.server.manager import ManagedSession
+from dli_kernel.server.principal import Principal
+from dli_kernel.server.secret_file import SecretFileError, secret_file
 from dli_kernel.server.ui_proxy import PATH_SAFE, driver_log_path, ui_path
-from dli_kernel.server.users import SingleToken, Users, UsersFile
+from dli_kernel.server.users import Users
+
+log = logging.getLogger("dli_kernel.server")
 
 LINK_TTL = 600  # seconds a link opens: long enough to click, short enough that a copied one soon dies
 COOKIE_TTL = 12 * 3600  # seconds an opened page keeps working: a working day in one browser tab
-_KEY_BYTES = 32
 _VERSION = 1
 _LINK, _COOKIE = "link", "cookie"
 _DOMAIN = b"dli-kernel browser link\0"  # what this key signs and nothing else
@@ -56,7 +51,6 @@ _DOMAIN = b"dli-kernel browser link\0"  # what this key signs and nothing else
 _SIGNED = re.compile(r"([A-Za-z0-9_-]{1,2048})\.([A-Za-z0-9_-]{43})")
 # The paths a link may open: a session's UI (and all under it), its driver log page.
 _BROWSER_PATH = re.compile(r"/sessions/([1-9][0-9]{0,17}|0)/(?:ui/(.*)|driver-log)", re.DOTALL)
-CHUNK = 64 * 1024
 Target = tuple[int, str]  # a session and the one path of it a link or cookie opens
 Query = list[tuple[str, str]]
 
@@ -66,7 +60,7 @@ EXPIRED_COOKIE = f"Your access to this page has expired: {_RENEW}"
 NOT_VALID = f"This link is not valid (cut short or changed): {_RENEW}"
 OTHER_PAGE = f"This link opens another session or page than this one: {_RENEW}"
 NO_USER = f"The user this link was made for can no longer use this server: {_RENEW}"
-NO_KEY = "The server cannot read its link key; ask its operator to look at the server's log."
+NO_KEY = "The server cannot use its link key; ask its operator to look at the server's log."
 
 
 def browser_scope(path: str) -> tuple[int, str] | None:
@@ -83,46 +77,10 @@ def browser_scope(path: str) -> tuple[int, str] | None:
     return session_id, ui_path(session_id) + "/"
 
 
-class LinkKeyError(Exception):
-    """The link key file cannot be used; the message names it (never its content)."""
-
-
 def link_key(path: Path) -> bytes:
     """The server's link key: read from ``path``, or made there (random, mode 0600) if there is none, so
     that links outlive a restart."""
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(_KEY_BYTES) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # Linking fails if another process made the file first: then theirs is the key.
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            value = handle.read().strip()
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise LinkKeyError(f"{path} cannot be read: {err.strerror or type(err).__name__}.") from None
-    if st.st_uid not in (os.getuid(), 0) or stat.S_IMODE(st.st_mode) & 0o077:
-        raise LinkKeyError(f"{path} must belong to the server's OS user with mode 0600: chmod 600 {path}.")
-    if not re.fullmatch(rb"[0-9a-f]{64,}", value):
-        raise LinkKeyError(f"{path} is not a link key (64 or more hex digits): remove it to have one made.")
-    return value
+    return secret_file(path, "a link key", ", which ends the links and pages opened so far")
 
 
 @dataclass(frozen=True)
@@ -173,8 +131,13 @@ class LinkSigner:
         with self._lock:
             if self._key is None:
                 if self._key_file is None:
-                    raise LinkKeyError("no link key file was given to the server.")
-                self._key = link_key(self._key_file)
+                    raise SecretFileError("no link key file was given to the server.")
+                try:
+                    self._key = link_key(self._key_file)
+                except SecretFileError as err:
+                    # The operator's to fix: users are told only to ask them (NO_KEY).
+                    log.error("%s Browser links can be neither made nor opened until then.", err)
+                    raise
             return self._key
 
     def _mac(self, payload: str) -> str:
@@ -214,26 +177,6 @@ def _grant(fields: Any) -> Grant | None:
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (session_id, expires)):
         return None
     return Grant(kind, user, session_id, path, expires)
-
-
-def user_named(users: Users, name: str) -> Principal | None:
-    """The user called ``name`` as the server knows them now (their admin flag included); None when they
-    can no longer use it."""
-    named = getattr(users, "named", None)
-    if callable(named):  # a Users that can look a name up itself
-        found = named(name)
-        return found if isinstance(found, Principal) else None
-    if isinstance(users, SingleToken):
-        return Principal(name, admin=True) if name == users.name else None
-    if isinstance(users, UsersFile):
-        for user in users.users:
-            if user.name == name:
-                return user.principal
-        # The operator is no line of the file: its token (server.json's) is, and it signs DLC as itself.
-        if name == operator_name():
-            operator = users.dlc_key(name)
-            return operator[1] if operator is not None else None
-    return None
 
 
 def _cookie_values(header: str) -> list[str]:
@@ -300,7 +243,7 @@ class BrowserLinks:
             return self._first_valid(cookies, target)
         except Refused as refused:
             return _refusal(refused, target[1] if cookies else None)
-        except LinkKeyError:
+        except SecretFileError:
             return _refusal(Refused(503, NO_KEY))
 
     def _check(self, value: str, kind: str, target: Target) -> Grant:
@@ -310,7 +253,7 @@ class BrowserLinks:
         return grant
 
     def _principal(self, grant: Grant) -> Principal:
-        principal = user_named(self._users, grant.user)
+        principal = self._users.named(grant.user)
         if principal is None:
             raise Refused(403, NO_USER)
         return principal
@@ -361,61 +304,3 @@ def _redirect(location: str) -> Response:
     response.headers["referrer-policy"] = "no-referrer"
     response.headers["cache-control"] = "no-store"
     return response
-
-
-# -- the routes ------------------------------------------------------------------------------------
-
-
-def _links(request: Request) -> BrowserLinks:
-    return request.app.state.links
-
-
-def _viewer(request: Request) -> Principal:
-    user = request.user
-    assert isinstance(user, Principal)  # the token check put them there
-    return user
-
-
-@_endpoint
-async def session_links(request: Request, family: Family) -> JSONAnswer:
-    """``POST .../sessions/{id}/links``: signed browser links to the session's Spark UI and driver log."""
-    manager: SessionManager = request.app.state.manager
-    viewer, links, base_url = _viewer(request), _links(request), request.app.state.base_url
-
-    def issue() -> dict[str, Any]:
-        session = requested_session(manager, request.path_params["session_id"], viewer)
-        return {"id": family.public_id(session), **links.issue(viewer, session, base_url)}
-
-    return JSONAnswer(await run_in_threadpool(issue))
-
-
-async def driver_log(request: Request) -> Response:
-    """``GET /sessions/{id}/driver-log``: the session's whole log as text, or its last ``?lines=N``."""
-    manager: SessionManager = request.app.state.manager
-    viewer = _viewer(request)
-    lines = optional_int(request.query_params, "lines", minimum=1)
-    session = await run_in_threadpool(requested_session, manager, request.path_params["session_id"], viewer)
-    headers = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
-    if lines is not None:
-        _, _, found = await run_in_threadpool(session.log_lines, None, lines)
-        return PlainTextResponse("".join(line + "\n" for line in found), headers=headers)
-    return StreamingResponse(
-        _file_chunks(session.log_path), media_type="text/plain; charset=utf-8", headers=headers
-    )
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    """The file as it is now (Starlette reads a plain iterator in a worker thread): a log that grows
-    meanwhile does not keep the answer open."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed when the generator ends
-    except OSError:
-        return
-    with handle:
-        left = os.fstat(handle.fileno()).st_size
-        while left > 0:
-            chunk = handle.read(min(CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk

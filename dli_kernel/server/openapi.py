@@ -250,6 +250,18 @@ _STATEMENT: Schema = {
         "output": {"nullable": True, "allOf": [{"$ref": "#/components/schemas/StatementOutput"}]},
     },
 }
+# The signed links a browser opens (each carries ?link=); the Spark UI's is null while the session has none.
+_LINKS: Schema = {
+    "type": "object",
+    "required": ["id", "sparkUiUrl", "driverLogUrl", "expiresIn", "expiresAt"],
+    "properties": {
+        "id": {"oneOf": [_int(0), _STRING], "description": "the session's id in the path's family"},
+        "sparkUiUrl": {"type": "string", "nullable": True},
+        "driverLogUrl": _STRING,
+        "expiresIn": {**_int(1), "description": "seconds the links open for"},
+        "expiresAt": {**_int(0), "description": "when they stop opening, in seconds since the epoch"},
+    },
+}
 _COMPLETION_BODY: Schema = {
     "type": "object",
     "properties": {
@@ -326,7 +338,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/sessions/{session_id}/links"): Operation(
         "signed browser links to the session's Spark UI and driver log, which open without a token for "
         f"{LINK_TTL // 60} min (the 'links' extension)",
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 503),
+        answer=_LINKS,
     ),
     ("GET", "/sessions/{session_id}/driver-log"): Operation(
         "the session's log as text for a browser: all of it, or its last lines",
@@ -424,6 +437,7 @@ _ERROR_TEXT = {
     413: "the body is larger than the route accepts",
     429: "a limit was reached (sessions per user, starting, driver memory)",
     502: "the session's Spark UI could not be reached",
+    503: "the server cannot use its key file: its operator finds why in the server's log",
     504: "the session's Spark UI did not answer in time",
 }
 

@@ -140,12 +140,14 @@ def _encode(value: object, depth: int = 0) -> Iterator[bytes]:
             yield from _encode(item, depth + 1)
         yield b"}"
     elif isinstance(value, list) and depth < _LEVELS:
-        # A level of its own for nothing: the Jupyter outputs' texts are as deep as data's MIME types.
+        # The Jupyter outputs: each output a level as deep as its list, so that their data's MIME types are
+        # taken apart as Livy's data's are. Only a dict keeps the depth: a list in a list is encoded whole,
+        # or a value nested a thousand lists deep would recurse here without end.
         yield b"["
         for index, item in enumerate(value):
             if index:
                 yield b","
-            yield from _encode(item, depth)
+            yield from _encode(item, depth if isinstance(item, dict) else _LEVELS)
         yield b"]"
     elif isinstance(value, str) and len(value) > _PIECE:
         yield b'"'

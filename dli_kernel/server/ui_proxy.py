@@ -75,8 +75,8 @@ def ui_path(session_id: int) -> str:
 
 
 def driver_log_path(session_id: int) -> str:
-    """Where the server serves a session's driver log as text for a browser (the Livy path, as above);
-    ``dli_kernel.server.links`` serves it."""
+    """Where the server serves a session's driver log as text for a browser (the Livy path, as above;
+    ``endpoints.driver_log``)."""
     return f"/sessions/{session_id}/driver-log"
 
 

@@ -1,7 +1,8 @@
 """Who may use the server: one token for one person (the default), or a users file for a team.
 
 ``Users.bearer`` maps the token of a request (``Authorization: Bearer`` or DLI's ``X-Auth-Token``) to
-its :class:`Principal`, or None; ``Users.dlc_key`` gives the key a DLC request's signature is checked with.
+its :class:`Principal`, or None; ``Users.dlc_key`` gives the key a DLC request's signature is checked with;
+``Users.named`` finds a user by name (a browser link's, see ``dli_kernel.server.links``).
 
 The users file, which the ``dli-kernel users`` commands write, is a JSON object::
 
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dli_kernel.server.principal import Principal
+from dli_kernel.server.secret_file import SecretFileError, secret_file
 
 log = logging.getLogger("dli_kernel.server")
 
@@ -50,7 +52,6 @@ NAME_RULE = "1 to 64 of the characters A-Z a-z 0-9 . _ @ -"
 _HASH = re.compile(r"[0-9a-f]{64}")
 USER_KEYS = ("name", "token_sha256", "admin", "max_sessions")
 CHECK_EVERY = 1.0  # seconds between looks at the users file's mtime: a new user works within about this
-_SECRET_BYTES = 32
 
 
 class Users(Protocol):
@@ -61,6 +62,11 @@ class Users(Protocol):
     def dlc_key(self, secret_id: str) -> tuple[str, Principal] | None:
         """The SecretKey that a DLC request signed with this SecretId must be signed with, and who signs
         with it; None for a SecretId nobody has."""
+        ...
+
+    def named(self, name: str) -> Principal | None:
+        """The user called ``name`` as the server knows them now (their admin flag included); None once
+        they can no longer use it. A browser link names its user, who is looked up at each request."""
         ...
 
 
@@ -84,7 +90,6 @@ class SingleToken:
         return self._token.decode(), Principal(secret_id, admin=True)
 
     def named(self, name: str) -> Principal | None:
-        """The user called ``name`` now (a browser link's user is checked again at each request)."""
         return self._principal if name == self._principal.name else None
 
     def bearer(self, token: str) -> Principal | None:
@@ -201,8 +206,8 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
 
 
-def _check_owner_and_mode(path: Path, st: os.stat_result, secret: bool = False) -> None:
-    """Refuse a file someone else could have written; warn when others can read the users file."""
+def _check_owner_and_mode(path: Path, st: os.stat_result) -> None:
+    """Refuse a file someone else could have written; warn when others can read it."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (os.getuid(), 0):
         raise UsersFileError(
@@ -214,8 +219,6 @@ def _check_owner_and_mode(path: Path, st: os.stat_result, secret: bool = False) 
             f"chmod 600 {path}."
         )
     if mode & 0o044:
-        if secret:
-            raise UsersFileError(f"{path} can be read by other OS users (mode {mode:04o}): chmod 600 {path}.")
         log.warning(
             "%s can be read by other OS users (mode %04o): it holds no tokens, but chmod 600 keeps who may "
             "use the server private.",
@@ -290,39 +293,9 @@ def editing(path: Path) -> Iterator[None]:
 def dlc_secret(path: Path) -> bytes:
     """The server secret users' DLC keys derive from; made (random, mode 0600) if there is none yet."""
     try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(_SECRET_BYTES) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # A link fails if the server or another command made the file first: then theirs is the one.
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
-    return _read_secret(path)
-
-
-def _read_secret(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            _check_owner_and_mode(path, os.fstat(handle.fileno()), secret=True)
-            value = handle.read().strip()
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise UsersFileError(f"{path} cannot be read: {err.strerror or type(err).__name__}.") from None
-    if not re.fullmatch(rb"[0-9a-f]{64,}", value):
-        raise UsersFileError(
-            f"{path} is not a DLC secret (64 or more hex digits): remove it to have a new one made, which "
-            "changes every user's DLC key."
-        )
-    return value
+        return secret_file(path, "a DLC secret", ", which changes every user's DLC key")
+    except SecretFileError as err:
+        raise UsersFileError(str(err)) from None
 
 
 def derive_dlc_key(secret: bytes, user: User) -> str:
@@ -379,7 +352,7 @@ class UsersFile:
         return operator or (found.principal if found is not None else None)
 
     def named(self, name: str) -> Principal | None:
-        """The user called ``name`` now, the operator included; None once they are removed."""
+        # The operator is no line of the file: their token is server.json's.
         for user in self._current():
             if user.name == name:
                 return user.principal

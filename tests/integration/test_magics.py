@@ -45,11 +45,11 @@ class Shell:
     def __call__(self, code: str) -> Cell:
         with capture_output() as captured:
             result = self.shell.run_cell(code, store_history=False)
+        displays = [output.data for output in captured.outputs]
+        if hasattr(result.result, "_repr_mimebundle_"):  # the cell's Out[n], all of it (a table's HTML too)
+            displays.append(result.result._repr_mimebundle_())
         return Cell(
-            result.error_in_exec or result.error_before_exec,
-            captured.stdout,
-            captured.stderr,
-            [output.data for output in captured.outputs],
+            result.error_in_exec or result.error_before_exec, captured.stdout, captured.stderr, displays
         )
 
     def ok(self, code: str) -> Cell:

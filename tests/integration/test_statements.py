@@ -239,3 +239,24 @@ def test_livy_repl_magics(server: Server, pyspark: int) -> None:
     assert base64.b64decode(plot["data"]["image/png"]).startswith(b"\x89PNG")
     bad = server.run(pyspark, "%table 42")
     assert bad["status"] == "error" and "%table needs" in bad["evalue"]
+
+
+def test_a_failing_spark_call_shows_the_users_frames_not_pysparks(server: Server, pyspark: int) -> None:
+    output = server.run(pyspark, "def load():\n    return spark.table('no_such_table_here')\nload()")
+    assert output["status"] == "error" and output["ename"] == "AnalysisException"
+    text = "".join(output["traceback"])
+    assert "return spark.table('no_such_table_here')" in text  # the user's own frame
+    assert "no_such_table_here" in output["evalue"]
+    assert "site-packages" not in text and "py4j" not in text and "interactiveshell" not in text
+
+
+def test_a_udfs_error_keeps_its_remote_traceback(server: Server, pyspark: int) -> None:
+    code = (
+        "from pyspark.sql.functions import udf\n"
+        "@udf('int')\ndef boom(x):\n    raise ValueError('bad row ' + str(x))\n"
+        "spark.range(1).select(boom('id')).collect()"
+    )
+    output = server.run(pyspark, code)
+    assert output["status"] == "error"
+    assert "bad row 0" in output["evalue"] + "".join(output["traceback"])
+    assert "spark.range(1).select(boom('id')).collect()" in "".join(output["traceback"])

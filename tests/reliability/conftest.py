@@ -103,6 +103,9 @@ class FuzzUsers:
         key = DLC_KEYS.get(secret_id)
         return (key, Principal(secret_id)) if key else None
 
+    def named(self, name: str) -> Principal | None:
+        return Principal(name) if name in TOKENS else None
+
 
 def auth(user: str = FUZZER) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[user]}"}

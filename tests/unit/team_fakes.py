@@ -63,6 +63,9 @@ class TeamUsers:
                 return DLC_KEYS[name], self.principals[name]
         return None
 
+    def named(self, name: str) -> Principal | None:
+        return self.principals.get(name)
+
 
 def auth(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[user]}"}

@@ -14,8 +14,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
+from IPython.core.magic import magics_class
 
 import dli_kernel
+from dli_kernel.client import DataFrameResult, StatementInfo
 from dli_kernel.kernel import charts
 from dli_kernel.kernel.charts import (
     KINDS,
@@ -23,16 +25,14 @@ from dli_kernel.kernel.charts import (
     VEGA_LITE_MIME,
     ChartError,
     ChartOptions,
-    Rows,
     build_spec,
     chart_bundle,
     chart_hint,
     frame_rows,
-    sql_rows,
-    vega_type,
 )
 from dli_kernel.kernel.display import Result
 from dli_kernel.kernel.magics.sql import SqlMagics, sql_options
+from dli_kernel.kernel.tables import Rows, sql_rows, vega_type
 
 SCHEMA = {
     "type": "struct",
@@ -324,8 +324,11 @@ class FakeRunner:
     def run(self, code: str, kind: str, max_rows: int | None = None) -> dict[str, Any]:
         return self.output
 
-    def show(self, output: dict[str, Any]) -> None:
+    def show(self, output: dict[str, Any]) -> Result | None:
+        """The output shown, and its value where it has one (a server's execute result)."""
         self.shown.append(output)
+        value = output.get("value")
+        return None if value is None else Result({"text/plain": value})
 
 
 def run_sql(line: str, output: dict[str, Any]) -> tuple[Any, FakeRunner]:
@@ -373,6 +376,59 @@ def test_chart_mistakes_found_in_the_result_are_one_line() -> None:
         run_sql("--chart bar", text)
     value, runner = run_sql("", text)  # without a chart, text is shown as before
     assert value is None and runner.shown == [text]
+    answer = {**text, "value": "key=value"}  # a text answer with a value of its own is the cell's too
+    value, runner = run_sql("", answer)
+    assert isinstance(value, Result) and repr(value) == "key=value" and runner.shown == [answer]
+
+
+class FrameRunner(FakeRunner):
+    """Answers ``-o`` with ``frame`` as a session's Arrow result (None: the statement had no rows)."""
+
+    def __init__(self, output: dict[str, Any], frame: Any) -> None:
+        super().__init__(output)
+        self.frame = frame
+
+    def follow(self, start: Any) -> dict[str, Any]:
+        runner = self
+
+        class Session:
+            def run_dataframe(self, query: str, max_rows: int, **follow: Any) -> tuple[Any, bool, Any]:
+                result = None
+                if runner.frame is not None:
+                    result = DataFrameResult(runner.frame, 40, True, "arrow", 0)
+                return StatementInfo(id=1, state="available", output=runner.output), False, result
+
+        start(Session())
+        return self.output
+
+
+@magics_class
+class LocalSqlMagics(SqlMagics):
+    """%%sql with a namespace of its own for -o, as a shell's."""
+
+    def __init__(self, runner: FrameRunner) -> None:
+        super().__init__(None, runner)  # type: ignore[arg-type]
+        self.user_ns: dict[str, Any] = {}
+
+    @property
+    def ipython(self) -> Any:
+        return self
+
+
+def test_a_frame_kept_with_o_is_drawn_from_the_frame() -> None:
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"k": ["a", "b"], "n": [1, 2]})
+    magics = LocalSqlMagics(FrameRunner(TABLE, frame))
+    value = magics.sql("-o counts --chart bar -n 2", "SELECT k, n FROM t")
+    assert magics.user_ns["counts"] is frame and isinstance(value, Result)
+    bundle = value._repr_mimebundle_()
+    assert bundle[VEGA_LITE_MIME]["data"]["values"] == [{"k": "a", "n": 1}, {"k": "b", "n": 2}]
+    assert "the first 2 of 40 rows" in bundle["text/plain"]
+    text = {"status": "ok", "data": {"text/plain": "done"}, "value": "done"}
+    no_rows = LocalSqlMagics(FrameRunner(text, None))
+    with pytest.raises(UsageError, match="no rows to draw"):
+        no_rows.sql("-o counts --chart bar", "SET x=1")
+    assert repr(no_rows.sql("-o counts", "SET x=1")) == "done"  # a text answer is shown, as without -o
 
 
 def test_the_png_is_deflated_harder_and_stays_the_same_image() -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from dli_kernel.cli import build_parser, main
 from dli_kernel.client import SessionInfo
 from dli_kernel.client.dialects import LOCAL_PROJECT
 from dli_kernel.client.session_filter import SessionFilter, matching_sessions
+from dli_kernel.kernel.spark_log import condense
 from dli_kernel.spec import SpecError
 
 TOKEN = "tok-3f9a7c21-never-shown"
@@ -383,38 +383,14 @@ def test_logs_prints_the_last_lines_or_those_from_a_line(
     assert code == 0 and out.splitlines() == ["line 1", "line 2"]
 
 
-@pytest.fixture
-def fake_spark_log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """dli_kernel.kernel.spark_log as its contract says (H1's module): LogFolder(level).feed/flush."""
-    levels: list[str] = []
-
-    class LogFolder:
-        def __init__(self, level: str) -> None:
-            levels.append(level)
-            self.folded = 0
-
-        def feed(self, lines: list[str]) -> list[str]:
-            kept = [line for line in lines if "WARN" in line]
-            self.folded += len(lines) - len(kept)
-            return kept
-
-        def flush(self) -> list[str]:
-            return [f"({self.folded} lines folded)"]
-
-    module = types.ModuleType("dli_kernel.kernel.spark_log")
-    module.LogFolder = LogFolder  # type: ignore[attr-defined]
-    module.LEVELS = ("quiet", "warn", "info", "all")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dli_kernel.kernel.spark_log", module)
-    return levels
-
-
 def test_logs_at_a_level_are_condensed_as_a_cell_stream_is(
-    livy: FakeLivy, fake_spark_log: list[str], capsys: pytest.CaptureFixture[str]
+    livy: FakeLivy, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    lines = (Path(__file__).parent / "spark_logs" / "overflow.log").read_text().splitlines()
     livy.add(2)
-    livy.logs["2"] = ["INFO a", "WARN b", "INFO c"]
-    code, out, _ = run(capsys, "logs", "2", "--level", "warn")
-    assert code == 0 and out.splitlines() == ["WARN b", "(2 lines folded)"] and fake_spark_log == ["warn"]
+    livy.logs["2"] = lines
+    code, out, _ = run(capsys, "logs", "2", "--from", "0", "-n", str(len(lines)), "--level", "WARN")
+    assert code == 0 and out.splitlines() == condense(lines, "warn") and len(out.splitlines()) < 5
 
 
 def test_follow_shows_new_lines_until_the_session_ends(

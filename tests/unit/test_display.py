@@ -104,6 +104,7 @@ def test_info_rows_read_dli_fields_and_fall_back_to_the_request_on_livy() -> Non
     assert (rows["driver"], rows["cluster"]) == ("?, 1 core", "c1")
     livy = dict(info_rows(SessionInfo(id="1", state="idle"), SessionSpec(sc_type="C")))
     assert livy["sc_type"] == "C (requested)" and livy["heartbeat timeout"] == "none"
+    assert dict(info_rows(SessionInfo(id="1", state="idle"), None))["sc_type"] == ""  # nothing was asked
 
 
 def test_sessions_table_marks_the_notebooks_own() -> None:
@@ -117,3 +118,5 @@ def test_sessions_table_marks_the_notebooks_own() -> None:
     assert lines[2].startswith("   theirs")
     assert lines[-1] == "* this notebook's session"
     assert "* this" not in sessions_table(sessions[1:], lambda session_id: False)["text/plain"]
+    shell = sessions_table(sessions)["text/plain"].splitlines()  # no session of its own: no such column
+    assert shell[0].startswith("name  ") and shell[1].startswith("mine  ") and "*" not in "".join(shell)

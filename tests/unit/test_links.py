@@ -5,9 +5,11 @@ that no link, cookie or junk makes the server fail."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from dli_kernel.server.links import (
     EXPIRED_COOKIE,
     EXPIRED_LINK,
     LINK_TTL,
+    NO_KEY,
     NO_USER,
     NOT_VALID,
     OTHER_PAGE,
@@ -36,7 +39,8 @@ from dli_kernel.server.links import (
     browser_scope,
     link_key,
 )
-from dli_kernel.server.principal import Principal, operator_name
+from dli_kernel.server.principal import operator_name
+from dli_kernel.server.secret_file import SecretFileError
 from dli_kernel.server.users import SingleToken, User, UsersFile, hash_token, write_users
 from dli_kernel.spec import SessionSpec
 from tests.unit.fake_manager import LOG_LINES, FakeManager, FakeSession
@@ -45,13 +49,6 @@ from tests.unit.team_fakes import TOKENS, TeamUsers, auth
 BASE_URL = "http://127.0.0.1:8998"
 KEY = b"0" * 64
 START = 1_800_000_000.0
-
-
-class NamedUsers(TeamUsers):
-    """The team's users, who can be looked up by name (as the server re-checks a link's user)."""
-
-    def named(self, name: str) -> Principal | None:
-        return self.principals.get(name)
 
 
 class Clock:
@@ -65,7 +62,7 @@ class Clock:
 @dataclass
 class Links:
     manager: FakeManager
-    users: NamedUsers
+    users: TeamUsers
     clock: Clock
     api: TestClient  # sends tokens
     browser: TestClient  # sends no token: only what the server's answers give it
@@ -93,7 +90,7 @@ def make_links(
     bobs.owner = "bob"
     for session in (alices, bobs):
         session.ui_url = httpserver.url_for("/").rstrip("/")
-    users, clock = NamedUsers(), Clock()
+    users, clock = TeamUsers(), Clock()
     signer = LinkSigner(tmp_path / LINK_SECRET_FILE, clock=clock)
     app = create_app(manager, "unused-token", BASE_URL, users=users, signer=signer)
     with TestClient(app, base_url=base_url) as api, TestClient(app, base_url=base_url) as browser:
@@ -191,6 +188,38 @@ def test_the_key_is_made_once_private_and_outlives_the_signer(tmp_path: Path) ->
     os.chmod(path, 0o644)
     with pytest.raises(Exception, match="chmod 600"):
         link_key(path)
+
+
+def test_a_key_that_cannot_be_read_or_made_says_which_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "state").write_text("a file where the state dir should be")
+    with pytest.raises(SecretFileError, match="link-secret cannot be read: Not a directory"):
+        link_key(tmp_path / "state" / LINK_SECRET_FILE)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(SecretFileError, match="link-secret cannot be made: No space left on device"):
+        link_key(tmp_path / "other" / LINK_SECRET_FILE)
+
+
+def test_an_unusable_key_is_a_503_that_names_no_file_and_the_log_says_why(
+    world: Links, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = tmp_path / LINK_SECRET_FILE
+    key.write_text("0" * 64 + "\n")
+    key.chmod(0o644)  # another OS user could read it: refused, not used
+    issued = world.api.post(f"/sessions/{world.alices.id}/links", headers=auth("alice"))
+    assert issued.status_code == 503 and "operator" in issued.json()["msg"]
+    opened = world.browser.get(f"/sessions/{world.alices.id}/driver-log?{LINK_PARAM}={'a' * 10}.{'b' * 43}")
+    assert opened.status_code == 503 and opened.text.strip() == NO_KEY
+    for reply in (issued, opened):
+        assert str(tmp_path) not in reply.text and "0" * 64 not in reply.text
+    assert f"{key} can be read by other OS users" in caplog.text and "0" * 64 not in caplog.text
+    key.chmod(0o600)  # fixed: links work again, without a restart
+    assert world.api.post(f"/sessions/{world.alices.id}/links", headers=auth("alice")).status_code == 200
 
 
 @pytest.mark.parametrize(

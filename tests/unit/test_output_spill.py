@@ -406,6 +406,21 @@ def test_spilling_jupyter_outputs_never_copies_their_text_whole(tmp_path: Path) 
     assert spill_peak < 4_000_000
 
 
+def test_an_output_nested_deep_in_lists_is_written_as_the_routes_write_it(tmp_path: Path) -> None:
+    # A display of JSON a thousand lists deep: taking lists apart must not recurse without end.
+    nested: list[Any] = []
+    for _ in range(3000):
+        nested = [nested]
+    output = {**ok("x" * (LIMIT + 1), 2)}
+    output["data"] = {**output["data"], "application/json": nested}
+    output["jupyterOutputs"] = [{"output_type": "display_data", "data": {"application/json": nested}}]
+    kept = keep(output, tmp_path / "2.json", LIMIT)
+    assert isinstance(kept, SpilledOutput)
+    whole = json.loads(kept.path.read_bytes())  # the too deep part shortened, as answers.JSONAnswer does
+    assert whole["data"]["text/plain"] == output["data"]["text/plain"]
+    assert whole["jupyterOutputs"][0]["output_type"] == "display_data"
+
+
 async def collect_body(response: StreamingResponse) -> list[bytes]:
     return [piece async for piece in response.body_iterator]
 

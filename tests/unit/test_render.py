@@ -39,9 +39,9 @@ def test_sql_result_becomes_a_table_that_says_when_rows_were_cut() -> None:
     assert "<th>id</th><th>s</th>" in table["text/html"]
     assert "<td>{&quot;a&quot;: null}</td>" in table["text/html"]
     assert table["text/plain"].splitlines() == [
-        "id  s          ",
+        "id  s",  # the last column is not padded: no trailing spaces
         '1   {"a": null}',
-        "2   null       ",
+        "2   null",
         "2 of 10 rows shown (raise the row limit to see more)",
     ]
 

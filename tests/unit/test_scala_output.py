@@ -14,6 +14,7 @@ import pytest
 from dli_kernel.driver.scala_repl import (
     ScalaError,
     ScalaFailure,
+    ScalaValue,
     caret_line,
     error_class,
     exception_name,
@@ -121,6 +122,13 @@ def test_the_value_echo_is_the_last_expressions_and_ends_the_text() -> None:
 )
 def test_no_value_echo_where_the_text_cannot_be_split_cleanly(answer: dict[str, Any]) -> None:
     assert value_echo(answer) is None
+
+
+def test_a_values_text_in_the_notebook_is_its_echo_to_the_character() -> None:
+    from IPython.core.formatters import PlainTextFormatter
+
+    echo = 'res0: String = "a\r\nb\u2028c\x0cd"  '
+    assert PlainTextFormatter()(ScalaValue(echo)) == echo
 
 
 def test_compile_error_names_the_first_error_and_shows_all() -> None:

@@ -47,8 +47,11 @@ def test_the_client_never_asks_a_server_without_it(httpserver: HTTPServer) -> No
     "body",
     [{}, [], {"sparkUiUrl": "javascript:alert(1)", "expiresIn": True}, {"sparkUiUrl": 3, "expiresIn": -1}],
 )
-def test_an_odd_answer_gives_no_links(body: Any) -> None:
+def test_an_odd_answer_gives_no_links(httpserver: HTTPServer, body: Any) -> None:
     assert SessionLinks.from_json(body) == SessionLinks(None, None, 0)
+    httpserver.expect_request("/sessions/3/links", method="POST").respond_with_json(body)
+    with client_for(httpserver, [EXT_WAIT, EXT_LINKS]) as client:
+        assert client.links(3) is None  # links that expire at once would open nothing
 
 
 # -- %session ---------------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def test_info_shows_the_signed_links_and_how_long_they_open(shown: list[dict[str
     assert f'href="{SIGNED_UI.replace("&", "&amp;")}"' in page
 
 
-@pytest.mark.parametrize("links", [None, ClientError("no answer"), SessionLinks(None, None, 0)])
+@pytest.mark.parametrize("links", [None, ClientError("no answer")])
 def test_info_without_links_shows_the_urls_as_reported(shown: list[dict[str, str]], links: Any) -> None:
     magics(links).session("")
     text = shown[0]["text/plain"]

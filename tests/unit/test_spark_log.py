@@ -232,6 +232,45 @@ def test_a_stack_trace_cut_by_a_batch_stays_folded() -> None:
     assert folder.note()[0].startswith(f"({len(record) - 1} log lines condensed; %session logs shows")
 
 
+@pytest.mark.parametrize("name", ["overflow.log", "python_worker.log", "cancel.log"])
+def test_a_batch_may_end_anywhere_in_a_record(name: str) -> None:
+    """The log is read while the driver writes it: a batch can end right after a record's first line,
+    inside its exception's message or its Python traceback. What follows is still folded into it."""
+    lines = sample(name)
+    whole = condense(lines, "warn")
+    for cut in range(1, len(lines)):
+        folder = LogFolder("warn")
+        shown = folder.feed(lines[:cut]) + folder.feed(lines[cut:]) + folder.flush()
+        assert len(shown) == len(whole), f"cut before line {cut}: {shown}"
+        assert not any(line.startswith(("\tat ", "  File ", "org.apache")) for line in shown)
+
+
+def test_a_python_traceback_cut_by_a_batch_waits_for_its_error() -> None:
+    traceback = [
+        "Traceback (most recent call last):",
+        '  File "worker.py", line 1, in <module>',
+        "    main()",
+    ]
+    folder = LogFolder("warn")
+    assert folder.feed(traceback) == []
+    assert folder.feed(["KeyError: 'x'", "", "During handling of the above exception"]) == ["KeyError: 'x'"]
+    assert folder.feed(["", "Traceback (most recent call last):", "RuntimeError: crashed"]) == [
+        "RuntimeError: crashed"
+    ]
+
+
+def test_a_stack_trace_without_its_record_is_its_first_line() -> None:
+    trace = ["\tat org.apache.X.y(X.java:1)", "\tat org.apache.X.z(X.java:2)", "\t... 42 more"]
+    printed = [
+        "java.lang.IllegalStateException: boom",
+        *trace,
+        "Caused by: java.io.IOException: disk",
+        *trace,
+    ]
+    assert condense(printed, "warn") == ["java.lang.IllegalStateException: boom"]  # printStackTrace
+    assert condense([*trace, "a print"], "warn") == ["a print"]  # `%session logs -n` began inside one
+
+
 def test_structured_lines_are_records_too() -> None:
     pyspark = sample("pyspark_json.log")  # what PySpark 4's own logger wrote as the overflow job failed
     assert condense(pyspark, "warn") == []  # it repeats the statement's error, which the cell shows
@@ -257,3 +296,26 @@ def test_an_indented_print_after_a_shown_warning_is_the_users() -> None:
     folder = LogFolder("warn")
     assert folder.feed(["26/12/02 14:35:02 WARN Utils: slow"]) == ["WARN Utils: slow"]
     assert folder.feed(["\tat org.apache.X.y(X.java:1)", "   3   4"]) == ["   3   4"]  # its trace, a print
+
+
+def test_a_log_of_only_hidden_lines_leaves_the_cell_quiet() -> None:
+    folder = LogFolder("warn")
+    shown = folder.feed(
+        [
+            "26/12/02 14:34:59 INFO DAGScheduler: Job 3 finished",
+            "26/12/02 14:34:59 INFO dli-kernel: statement 4 done",
+        ]
+    )
+    assert shown == [] and folder.flush() == []
+    assert folder.folded == 2 and folder.note() == []  # nothing on stderr, so no "condensed" line either
+
+
+def test_the_note_comes_with_what_was_shown() -> None:
+    folder = LogFolder("warn")
+    shown = folder.feed(
+        [
+            "26/12/02 14:34:59 WARN TaskSetManager: Stage 0 contains a task of very large size",
+            "26/12/02 14:35:00 INFO X: y",
+        ]
+    )
+    assert len(shown) == 1 and folder.note() == ["(1 log line condensed; %session logs shows them)"]

@@ -27,7 +27,7 @@ from tests.unit.team_fakes import (
     Team,
     team_server,
 )
-from tests.unit.test_links import NamedUsers, forged, link_value, with_value
+from tests.unit.test_links import forged, link_value, with_value
 from tests.unit.test_routes import ROUTES, SESSION_ROUTES, WAIT_ROUTES, is_dli, route_id, sample_body
 
 if TYPE_CHECKING:  # the TestClient's response: httpx2's, or httpx's with an older Starlette
@@ -266,7 +266,7 @@ def test_a_user_may_proxy_only_as_themselves(team: Team) -> None:
 
 def test_a_users_links_open_only_their_own_session_as_themselves(tmp_path: Path) -> None:
     """Bob gets no link to alice's session, his own opens nothing of hers, and changing it breaks it."""
-    with team_server(tmp_path, users=NamedUsers()) as team:
+    with team_server(tmp_path) as team:
         alice, bob = team.populate("alice", "alice-secret-nb"), team.populate("bob", "bob-private-nb")
         assert team.request("bob", "POST", f"/sessions/{alice.session.id}/links").status_code == 404
         bobs = team.request("bob", "POST", f"/sessions/{bob.session.id}/links").json()["driverLogUrl"]

@@ -1,5 +1,5 @@
-"""``%session``: the notebook's session (info, configure, start, restart, stop, status, ui, logs, use) and
-others on the endpoint (list, kill). Each subcommand is one method, found through ``COMMANDS``."""
+"""``%session``: the notebook's session (info, configure, start, restart, stop, status, ui, logs, log-level,
+use) and others on the endpoint (list, kill). Each subcommand is one method, found through ``COMMANDS``."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from dli_kernel.kernel.display import (
     info_rows,
     key_value_bundle,
     link_bundle,
+    opens_for,
     sessions_table,
     spec_rows,
+    with_signed_links,
 )
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics, StatementRunner, remote_error
@@ -77,12 +79,8 @@ class SessionMagics(RunnerMagics):
         links = None
         with contextlib.suppress(ClientError):  # no links: the URLs as the server reports them
             links = client.links(info.id)
-        if links is not None and links.expires_in > 0:
-            # The embedded server's own URLs take its token; these open in a browser, for a while.
-            signed = {"Spark UI": links.spark_ui, "driver log": links.driver_log}
-            rows = [(name, signed.get(name) or value) for name, value in rows]
-            opens = f"{links.expires_in // 60} min" if links.expires_in >= 60 else f"{links.expires_in} s"
-            rows.append(("links", f"open in a browser for {opens}; run %session for new ones"))
+        if links is not None:  # the embedded server's own URLs take its token; these open in a browser
+            rows = with_signed_links(rows, links, "run %session for new ones")
         publish_display_data(key_value_bundle(rows))
 
     def configure(self, parsed: argparse.Namespace, cell: str | None) -> None:
@@ -152,15 +150,14 @@ class SessionMagics(RunnerMagics):
         if info.spark_ui_url:
             with contextlib.suppress(ClientError):  # no link: the URL as the server reports it
                 links = client.links(info.id)
-        url = links.spark_ui if links is not None and links.expires_in > 0 else info.spark_ui_url
+        url = links.spark_ui if links is not None else info.spark_ui_url
         if not url:
             print(f"Session {info.id} reports no Spark UI (state {info.state}).")
             return
         bundle = link_bundle("Spark UI", url, f"Spark UI of session {info.id}")
         if links is not None and url == links.spark_ui:
             # A signed link of the embedded server's: it opens without the token, for a while.
-            opens = f"{links.expires_in // 60} min" if links.expires_in >= 60 else f"{links.expires_in} s"
-            note = f"opens for {opens}; run %session ui again for a new link"
+            note = f"opens for {opens_for(links.expires_in)}; run %session ui again for a new link"
             bundle = {mime: f"{text} ({note})" for mime, text in bundle.items()}  # plain words: no escaping
         publish_display_data(bundle)
 

@@ -15,21 +15,18 @@ from dli_kernel.kernel.charts import (
     KINDS,
     ChartError,
     ChartOptions,
-    Rows,
     chart_bundle,
     chart_hint,
     frame_rows,
     frame_types,
-    livy_rows,
-    sql_rows,
 )
 from dli_kernel.kernel.display import Result
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics
 from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.kernel.sql_text import split_sql
-from dli_kernel.kernel.tables import frame_bundle, table_bundle
-from dli_kernel.protocol import DEFAULT_MAX_ROWS, LIVY_TABLE_MIME, SQL_RESULT_MIME
+from dli_kernel.kernel.tables import Rows, frame_bundle, result_rows, table_bundle
+from dli_kernel.protocol import DEFAULT_MAX_ROWS
 
 TAKES_VALUE = {"-o", "-n", "--sample", "--chart", "-x", "-y", "--agg"}
 
@@ -65,12 +62,11 @@ class SqlMagics(RunnerMagics):
         output = self.runner.run(last, "sql", max_rows=options.n)
         if options.q:
             return None
-        rows = result_rows(output)
+        rows = result_rows(output.get("data") or {})
         if rows is None:  # a statement that is not a query, e.g. a SET, answers with text
             if options.chart:
                 raise UsageError(f"{options.prog} --chart: the statement returned no rows to draw")
-            self.runner.show(output)
-            return None
+            return self.runner.show(output)
         if options.chart:
             return draw(rows, options)
         hint = chart_hint(rows.names, rows.types, options.prog)
@@ -93,9 +89,7 @@ class SqlMagics(RunnerMagics):
         if result is None:  # a statement that is not a query, e.g. a SET, answers with text
             if options.chart:
                 raise UsageError(f"{options.prog} --chart: the statement returned no rows to draw")
-            if not options.q:
-                self.runner.show(output)
-            return None
+            return None if options.q else self.runner.show(output)
         self.ipython.user_ns[options.o] = result.frame
         if options.q:
             return None
@@ -104,17 +98,6 @@ class SqlMagics(RunnerMagics):
         names = [str(column) for column in result.frame.columns]
         hint = chart_hint(names, frame_types(result.frame)[0], options.prog)
         return Result(frame_bundle(result.frame, result.total, options.o, hint=hint))
-
-
-def result_rows(output: dict[str, Any]) -> Rows | None:
-    """The rows of a SQL statement's output, or None when it answered with something else (text)."""
-    data = output.get("data") or {}
-    value = data.get(SQL_RESULT_MIME)
-    if isinstance(value, dict) and "schema" in value and "data" in value:
-        return sql_rows(value)
-    if isinstance(data.get(LIVY_TABLE_MIME), dict):
-        return livy_rows(data[LIVY_TABLE_MIME])
-    return None
 
 
 def draw(rows: Rows, options: argparse.Namespace) -> Result:
