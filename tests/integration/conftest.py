@@ -299,9 +299,8 @@ def wait_marker(
     wait_until(created, what, timeout, 0.05)
 
 
-def add_users(users_file: Path, state_dir: Path, names: tuple[str, ...]) -> dict[str, str] | None:
-    """Users added to ``users_file`` with ``dli-kernel users add``: their tokens, by name; None if this
-    dli-kernel has no users command."""
+def add_users(users_file: Path, state_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Users added to ``users_file`` with ``dli-kernel users add``: their tokens, by name."""
     tokens = {}
     for name in names:
         command = [sys.executable, "-m", "dli_kernel", "users", "add", name]
@@ -311,8 +310,6 @@ def add_users(users_file: Path, state_dir: Path, names: tuple[str, ...]) -> dict
             text=True,
             timeout=60,
         )
-        if done.returncode != 0 and "invalid choice: 'users'" in done.stderr:
-            return None
         assert done.returncode == 0, done.stderr
         tokens[name] = done.stdout.strip()
     return tokens
@@ -326,7 +323,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state_dir = root / "state"
     users_file = root / "users.json"
     users = add_users(users_file, state_dir, TEAM)
-    server = Server(state_dir, ("--users", str(users_file)) if users else (), users=users)
+    server = Server(state_dir, ("--users", str(users_file)), users=users)
     yield server
     leaked = server.live_sessions()
     for session in leaked:
