@@ -8,13 +8,18 @@ imports them only when a DataFrame is asked for, and ``require_arrow`` says clea
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
+import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from dli_kernel.client.errors import ClientError, MissingDependency
+from dli_kernel.client.errors import ClientError, ConnectionFailed, MissingDependency
 from dli_kernel.protocol import TIMEZONE_KEY
 
 INLINE_MARKER = "#dli-kernel-arrow# "  # starts the summary line of an Arrow result encoded in text
@@ -177,6 +182,266 @@ def _objects(values: list[Any]) -> Any:
     array = np.empty(len(values), dtype=object)
     array[:] = values  # assigned, not constructed: numpy would otherwise unpack equal-length lists
     return array
+
+
+# -- results bigger than memory: a size check before transfer, progress, Parquet files ---------------------
+
+Progress = Callable[[int, int], None]  # (bytes read so far, bytes in all; 0 when unknown)
+PROGRESS_EVERY = 0.25  # seconds between progress calls: a few a second is enough for a bar
+# A frame is refused unless its estimated size times this fits: conversion temporaries add ~10% (1.09x
+# measured at 10^7 rows) and the estimate undercounts non-ASCII text.
+HEADROOM = 1.2
+# Arrow bytes gathered per Parquet row group: bounds the writer's memory (+150 MB measured, whatever the
+# result's size) while keeping row groups few; a row group per Spark batch (10 000 rows) is 6x slower.
+ROW_GROUP_BYTES = 64 * 2**20
+LIBRARY_ADVICE = "ask for fewer rows (max_rows) or write them to a Parquet file (to_parquet=PATH)"
+
+
+class ResultTooLarge(ClientError):
+    """The result would not fit in this process's memory as a DataFrame; nothing was transferred."""
+
+    def __init__(self, rows: Any, arrow_bytes: Any, frame_bytes: int, available: int, advice: str) -> None:
+        self.rows, self.arrow_bytes = rows, arrow_bytes
+        self.frame_bytes, self.available = frame_bytes, available
+        super().__init__(self.describe(advice))
+
+    def describe(self, advice: str) -> str:
+        """The refusal in one sentence, ending with ``advice``: what to do instead."""
+        rows = f"{self.rows:,}" if isinstance(self.rows, int) else "?"
+        return (
+            f"the result is {rows} rows, {_mb(self.arrow_bytes)} as Arrow and about {_mb(self.frame_bytes)} "
+            f"as a DataFrame, which with room to build it does not fit in the {_mb(self.available)} of "
+            f"memory available here, so nothing was transferred: {advice}."
+        )
+
+
+class TransferStopped(ClientError):
+    """The download of a result was stopped on request; whatever it had written was removed."""
+
+
+class Counting:
+    """A file-like reader over ``raw`` that counts the bytes read, reports them to ``progress`` at most
+    every PROGRESS_EVERY seconds, and raises TransferStopped as soon as ``stop()`` is true."""
+
+    def __init__(
+        self,
+        raw: Any,
+        total: int = 0,
+        progress: Progress | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.raw, self.total, self.progress, self.stop = raw, total, progress, stop
+        self.done, self.closed = 0, False
+        self._last: float | None = None  # the first read reports at once: the download has begun
+
+    def read(self, size: int = -1) -> bytes:
+        if self.stop is not None and self.stop():
+            raise TransferStopped(f"the download was stopped after {_mb(self.done)}; nothing of it was kept.")
+        data = self.raw.read(size)
+        self.done += len(data)
+        now = time.monotonic()
+        if self.progress is not None and (self._last is None or now - self._last >= PROGRESS_EVERY):
+            self._last = now
+            self.progress(self.done, self.total)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        """The last report: Arrow's reader stops at the stream's end marker, so no read sees the end."""
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def available_memory(root: Path = Path("/")) -> int | None:
+    """Bytes this process may still take: the smaller of the machine's MemAvailable and the room left under
+    its cgroup's limit (v2, or v1's memory controller), if it has one; None when neither can be read.
+
+    ``root`` stands for ``/`` (tests give a directory laid out like it)."""
+    room: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                room.append(int(line.split()[1]) * 1024)
+    with contextlib.suppress(OSError, ValueError):
+        cgroup = _cgroup_room(root)
+        if cgroup is not None:
+            room.append(cgroup)
+    return min(room) if room else None
+
+
+def _cgroup_room(root: Path) -> int | None:
+    """The cgroup's limit less what it uses; its inactive file cache counts as free (the kernel drops it
+    before it kills anyone)."""
+    own = ""
+    with contextlib.suppress(OSError):
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):  # cgroup v2's one hierarchy
+                own = line[3:].strip().lstrip("/")
+    v2 = root / "sys/fs/cgroup"
+    for directory in dict.fromkeys([v2 / own, v2]):
+        if (directory / "memory.max").exists():
+            limit = (directory / "memory.max").read_text().strip()
+            if limit == "max":
+                return None
+            used = int((directory / "memory.current").read_text())
+            return int(limit) - used + _stat(directory / "memory.stat", "inactive_file")
+    v1 = root / "sys/fs/cgroup/memory"
+    if (v1 / "memory.limit_in_bytes").exists():
+        limit_v1 = int((v1 / "memory.limit_in_bytes").read_text())
+        if limit_v1 >= 2**60:  # v1 writes "no limit" as a huge number
+            return None
+        used = int((v1 / "memory.usage_in_bytes").read_text())
+        return limit_v1 - used + _stat(v1 / "memory.stat", "total_inactive_file")
+    return None
+
+
+def _stat(path: Path, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
+
+
+def check_fits(summary: dict[str, Any], available: int | None = None, advice: str = LIBRARY_ADVICE) -> None:
+    """Raise ResultTooLarge if the frame the summary announces (the driver's ``frameBytes``) would not fit
+    in ``available`` bytes (default: ``available_memory()``). Results of servers that send no estimate
+    pass, as do all when the memory free cannot be read."""
+    needed = summary.get("frameBytes")
+    if isinstance(needed, int) and available is None:
+        available = available_memory()
+    if not isinstance(needed, int) or available is None or needed * HEADROOM <= available:
+        return
+    raise ResultTooLarge(summary.get("rows"), summary.get("bytes"), needed, available, advice)
+
+
+def _mb(size: Any) -> str:
+    if not isinstance(size, int | float):
+        return "? MB"
+    return f"{size / 2**20:,.1f} MB" if size < 10 * 2**20 else f"{size / 2**20:,.0f} MB"
+
+
+def parquet_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` (``~`` expanded) if a Parquet file can be written there; else ClientError saying why."""
+    target = Path(path).expanduser()
+    directory = target.parent
+    if target.is_dir():
+        raise ClientError(f"{target} is a directory; give the path of the Parquet file to write.")
+    if not directory.is_dir():
+        raise ClientError(f"the directory {directory} does not exist; create it or choose another path.")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ClientError(f"the directory {directory} is not writable; choose another path.")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ClientError(f"{target} exists and is not writable; choose another path.")
+    return target
+
+
+def parquet_from_file(source: Any, path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Write the Arrow IPC stream read from ``source`` to a Parquet file at ``path`` as it arrives, one row
+    group per ROW_GROUP_BYTES of Arrow; (rows, file bytes). The file is written beside under a hidden name
+    and renamed when complete, so a failed or stopped transfer leaves nothing behind."""
+    import pyarrow as pa
+
+    try:
+        reader = pa.ipc.open_stream(source)
+    except pa.ArrowInvalid as err:
+        raise ClientError(f"the result is not a valid Arrow stream ({err}).") from None
+    return _write_parquet(reader.schema, reader, path)
+
+
+def frame_to_parquet(frame: Any, path: str | os.PathLike[str]) -> tuple[int, int]:
+    """A DataFrame that came whole (a transport that cannot stream) to a Parquet file; (rows, file bytes)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return _write_parquet(table.schema, table.to_batches(), path)
+
+
+def _write_parquet(schema: Any, batches: Iterable[Any], path: str | os.PathLike[str]) -> tuple[int, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = parquet_target(path)
+    scratch = target.with_name(f".{target.name}.part")
+    rows = 0
+    try:
+        with pq.ParquetWriter(str(scratch), schema) as writer:
+            pending: list[Any] = []
+            size = 0
+            for batch in batches:
+                pending.append(batch)
+                size, rows = size + batch.nbytes, rows + batch.num_rows
+                if size >= ROW_GROUP_BYTES:
+                    # One row group per write: the writer would otherwise cut at its default row count.
+                    writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=1 << 40)
+                    pending, size = [], 0
+            if pending or rows == 0:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=1 << 40)
+        scratch.replace(target)
+    except pa.ArrowInvalid as err:
+        scratch.unlink(missing_ok=True)
+        raise ClientError(f"the result is not a valid Arrow stream ({err}).") from None
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    return rows, target.stat().st_size
+
+
+def read_result(
+    raw: Any,
+    summary: dict[str, Any],
+    total: int,
+    progress: Progress | None = None,
+    to_parquet: str | os.PathLike[str] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[Any, int]:
+    """(the frame, or with ``to_parquet`` a lazy dataset over the file written, bytes read) from the result
+    stream ``raw`` that ``summary`` describes; ``total``: its length, for ``progress``.
+
+    These are also the options of ``SessionsClient.dataframe_result`` and ``fetch_dataframe``:
+    ``progress(bytes read, bytes in all)`` is called a few times a second while the result downloads.
+    ``to_parquet=PATH`` writes the rows to that Parquet file as they arrive (never held whole; a partial
+    file is removed) and gives a lazy ``pyarrow.dataset.Dataset`` over it as the result's ``frame``.
+    Without it, a DataFrame that would not fit in ``available_memory`` bytes (default: what the machine
+    and this process's cgroup have free) is refused with ResultTooLarge before anything is downloaded,
+    unless ``check_memory=False``. ``stop()`` turning true ends the download with TransferStopped."""
+    source = Counting(raw, total, progress, stop)
+    if to_parquet is not None:
+        parquet_from_file(source, to_parquet)
+        frame = lazy_parquet(to_parquet)
+    else:
+        rows = summary.get("rows")
+        frame = frame_from_file(source, None if rows is None else int(rows))
+    source.finish()
+    return frame, source.done
+
+
+def transfer_error(err: BaseException, what: str, to_parquet: Any) -> ClientError:
+    """The error for a result transfer that failed with ``err``: the local file's fault, or the network's."""
+    network = isinstance(err, ConnectionError | TimeoutError) or not isinstance(err, OSError) or not err.errno
+    if to_parquet is not None and not network:
+        return ClientError(f"the Parquet file {to_parquet} could not be written ({err}).")
+    return ConnectionFailed(f"{what}: the result broke off ({type(err).__name__}).")
+
+
+def to_file(result: DataFrameResult, path: str | os.PathLike[str] | None) -> DataFrameResult:
+    """``result`` (from a transport that brought the rows whole) written to the Parquet file ``path``, its
+    frame a lazy dataset over it; with no path, ``result`` as it is."""
+    if path is None:
+        return result
+    frame_to_parquet(result.frame, path)
+    return dataclasses.replace(result, frame=lazy_parquet(path))
+
+
+def lazy_parquet(path: str | os.PathLike[str]) -> Any:
+    """The Parquet file as a ``pyarrow.dataset.Dataset``: nothing is read until asked (``.head(20)``,
+    ``.to_table(columns=[...], filter=...)``, ``.to_batches()``; ``.to_table().to_pandas()`` for a frame)."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(Path(path).expanduser()), format="parquet")
 
 
 # -- the fallback for servers without Arrow results ---------------------------------------------------

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import html
+import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -265,8 +266,18 @@ class SessionsClient:
         code = results.inline_code(query, kind, max_rows)
         return self._submit(session_id, code, {"code": code, "kind": "pyspark"})
 
-    def dataframe_result(self, session_id: str | int, statement: StatementInfo) -> DataFrameResult:
-        """The DataFrame of a finished statement started with ``submit_dataframe``."""
+    def dataframe_result(
+        self,
+        session_id: str | int,
+        statement: StatementInfo,
+        *,
+        progress: results.Progress | None = None,
+        to_parquet: str | os.PathLike[str] | None = None,
+        check_memory: bool = True,
+        available_memory: int | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> DataFrameResult:
+        """The DataFrame of a statement ``submit_dataframe`` started (options: ``results.read_result``)."""
         output = statement.output or {}
         # Taken before any failure is raised, so that failed queries leave nothing behind.
         max_rows = self._sql_results.pop((str(session_id), statement.id), None)
@@ -276,30 +287,25 @@ class SessionsClient:
             )
             raise StatementFailed(f"the query failed: {reason}", output or None)
         summary = (output.get("data") or {}).get(ARROW_RESULT_MIME)
+        if to_parquet is not None:
+            results.parquet_target(to_parquet)  # a path that cannot be written fails before the transfer
+        # Transports that bring the rows whole, as a frame, before they can go to a file:
         if max_rows is not None:
-            return self.dialect.sql_result(self._call, statement, max_rows)
+            return results.to_file(self.dialect.sql_result(self._call, statement, max_rows), to_parquet)
         if summary is None:
-            return results.parse_inline(output)
+            return results.to_file(results.parse_inline(output), to_parquet)
+        if check_memory and to_parquet is None:
+            results.check_fits(summary, available_memory)
         path = f"{self.dialect.prefix}/sessions/{session_id}/statements/{statement.id}/result"
         response = self._request("GET", path, stream=True)
         try:
-            # Batch by batch off the socket: the whole stream is never held as one more copy in memory.
-            rows = summary.get("rows")
-            frame = results.frame_from_file(response.raw, None if rows is None else int(rows))
-            size = response.raw.tell()
+            total = int(response.headers.get("Content-Length") or summary.get("bytes") or 0)
+            frame, size = results.read_result(response.raw, summary, total, progress, to_parquet, stop)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
-            raise ConnectionFailed(
-                f"GET {self._shown_url}{path}: the result broke off ({type(err).__name__})."
-            ) from None
+            raise results.transfer_error(err, f"GET {self._shown_url}{path}", to_parquet) from None
         finally:
             response.close()
-        return DataFrameResult(
-            frame,
-            total=int(summary["total"]),
-            truncated=bool(summary["truncated"]),
-            transport="arrow",
-            size=size,
-        )
+        return DataFrameResult(frame, int(summary["total"]), bool(summary["truncated"]), "arrow", size)
 
     def fetch_dataframe(
         self,
@@ -309,10 +315,13 @@ class SessionsClient:
         *,
         kind: str = "sql",
         timeout: float | None = None,
+        **options: Any,
     ) -> DataFrameResult:
-        """Run ``query`` in the session and return its rows as a pandas DataFrame (see
-        ``submit_dataframe``). Raises StatementFailed with the error if the query fails, and
-        StatementTimeout (after cancelling it) if it runs longer than ``timeout`` seconds."""
+        """Run ``query`` in the session and return its rows as a pandas DataFrame (see ``submit_dataframe``;
+        ``options``: see ``results.read_result``). Raises StatementFailed with the error if the query fails,
+        and StatementTimeout (after cancelling it) if it runs longer than ``timeout`` seconds."""
+        if options.get("to_parquet") is not None:
+            results.parquet_target(options["to_parquet"])  # before the query runs: no cluster time wasted
         statement = self.submit_dataframe(session_id, query, max_rows, kind)
         try:
             statement = self.wait_statement(session_id, statement.id, timeout)
@@ -320,7 +329,7 @@ class SessionsClient:
             with contextlib.suppress(ClientError):
                 self.cancel(session_id, statement.id)
             raise
-        return self.dataframe_result(session_id, statement)
+        return self.dataframe_result(session_id, statement, **options)
 
     def list_statements(self, session_id: str | int) -> list[StatementInfo]:
         return self.dialect.read_statements(self._call(self.dialect.list_statements(session_id)))

@@ -35,6 +35,8 @@ def run(source: str, kind: str, max_rows: int, path: str) -> None:
         "total": total,
         "truncated": table.num_rows < total,
         "bytes": size,
+        # Lets the kernel refuse, before any transfer, a result that would not fit in its memory.
+        "frameBytes": frame_bytes(table),
         "columns": table.column_names,
         "timezone": timezone,
     }
@@ -84,6 +86,48 @@ def _all_nullable(schema: Any) -> Any:
     for flag in ("nullable", "containsNull", "valueContainsNull"):
         text = text.replace(f'"{flag}": false', f'"{flag}": true')
     return StructType.fromJson(json.loads(text))
+
+
+# Bytes of the Python object behind each 8-byte slot of an object column in the client's pandas frame: a
+# str is 49 + 1 per ASCII character, a datetime.date 32, a Decimal 104; lists and dicts are guessed at 64 +
+# their Arrow size. Checked against ``memory_usage(deep=True)``: exact for numbers, times, dates, decimals
+# and ASCII text; a string repeated within a batch is one shared object, so text is an upper bound.
+STR_OBJECT, DATE_OBJECT, DECIMAL_OBJECT, OTHER_OBJECT = 49, 32, 104, 64
+
+
+def frame_bytes(table: Any) -> int:
+    """About how many bytes ``table`` takes as the client's pandas DataFrame (``results.frame_from_file``)."""
+    import pyarrow.compute as pc
+    import pyarrow.types as types
+
+    total = 0
+    for column in table.columns:
+        kind, count = column.type, len(column)
+        if _is_text(kind):
+            text = pc.sum(pc.binary_length(column)).as_py() or 0
+            nulls = column.null_count  # None, one shared object: 16 bytes in deep=True's count
+            total += count * 8 + (count - nulls) * STR_OBJECT + nulls * 16 + text
+        elif types.is_boolean(kind) or types.is_integer(kind) or types.is_floating(kind):
+            # numpy values of the Arrow width; with nulls, pandas' nullable arrays add a byte of mask each
+            width = 1 if types.is_boolean(kind) else kind.bit_width // 8
+            masked = column.null_count and not types.is_floating(kind)
+            total += count * (width + (1 if masked else 0))
+        elif types.is_timestamp(kind) or types.is_duration(kind):
+            total += count * 8
+        elif types.is_date(kind):
+            total += count * (8 + DATE_OBJECT)
+        elif types.is_decimal(kind):
+            total += count * (8 + DECIMAL_OBJECT)
+        else:
+            total += count * (8 + OTHER_OBJECT) + column.nbytes
+    return total
+
+
+def _is_text(kind: Any) -> bool:
+    import pyarrow.types as types
+
+    checks = (types.is_string, types.is_large_string, types.is_binary, types.is_large_binary)
+    return any(check(kind) for check in checks)
 
 
 def write_stream(table: Any, path: Path, timezone: str | None) -> int:

@@ -150,6 +150,21 @@ def progress_bar(progress: float, elapsed: float, width: int = 30) -> dict[str, 
     }
 
 
+def bytes_bar(done: int, total: int, elapsed: float, width: int = 30) -> dict[str, str]:
+    """A download's bar: bytes read of ``total`` (0: unknown, then only the count)."""
+    label = f"{megabytes(done)}" + (f" of {megabytes(total)}" if total else "") + f" · {elapsed:.0f} s"
+    if not total:
+        return {"text/plain": f"result: {label}", "text/html": f"result: {html.escape(label)}"}
+    bar = progress_bar(done / total, elapsed, width)
+    return {key: text.rsplit(" · ", 1)[0] + f" · {label}" for key, text in bar.items()}
+
+
+def megabytes(size: int) -> str:
+    """A size as people read it in a status line: one decimal below 10 MB, whole MB above."""
+    mb = size / 2**20
+    return f"{mb:.1f} MB" if mb < 10 else f"{mb:,.0f} MB"
+
+
 def write_log(lines: list[str]) -> None:
     """A session's log lines (as the cell's level shows them: kernel/spark_log.py), as the cell's stderr."""
     if not lines:

@@ -209,13 +209,21 @@ class RemoteSession:
         on_progress: Callable[[Progress], None] | None = None,
         on_log: Callable[[list[str]], None] | None = None,
         interrupted: threading.Event | None = None,
+        *,
+        on_bytes: Callable[[int, int], None] | None = None,
+        to_parquet: str | None = None,
+        available_memory: Callable[[], int | None] | None = None,
     ) -> tuple[StatementInfo, bool, DataFrameResult | None]:
         """Run ``query`` (SQL, or with ``kind="pyspark"`` an expression for a DataFrame) as ``run`` does and
-        bring its rows back as a pandas DataFrame, through Arrow.
+        bring its rows back as a pandas DataFrame, through Arrow; or with ``to_parquet``, write them to that
+        Parquet file and give a lazy dataset over it.
 
         Returns (statement, cancelled, result); result is None when the statement failed or was cancelled,
         and the statement's output then holds the error. Raises MissingDependency, before running
-        anything, if pyarrow or pandas is missing here.
+        anything, if pyarrow or pandas is missing here. ``on_bytes(read, total)`` follows the download;
+        ResultTooLarge (before any transfer) if the frame would not fit in the bytes ``available_memory()``
+        gives once the query is done (default: what is free here); ``interrupted`` set during the download
+        stops it (TransferStopped).
         """
         require_arrow()
         session_id = self._info().id
@@ -229,7 +237,15 @@ class RemoteSession:
         output = statement.output or {}
         if cancelled or statement.state != "available" or output.get("status") != "ok":
             return statement, cancelled, None
-        return statement, cancelled, self.client.dataframe_result(session_id, statement)
+        result = self.client.dataframe_result(
+            session_id,
+            statement,
+            progress=on_bytes,
+            to_parquet=to_parquet,
+            available_memory=None if available_memory is None else available_memory(),
+            stop=None if interrupted is None else interrupted.is_set,
+        )
+        return statement, cancelled, result
 
     def _follow(
         self,

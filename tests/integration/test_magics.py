@@ -5,12 +5,14 @@ The tests run in order and share the notebook's session where they can: each ses
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -75,9 +77,9 @@ class Shell:
         return str(self.holder.session.info.id)
 
 
-@pytest.fixture(scope="module")
-def ip(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
-    config = tmp_path_factory.mktemp("ipython-config")
+@contextlib.contextmanager
+def magics_shell(server: Server, config: Path) -> Iterator[Shell]:
+    """A plain IPython shell with ``%load_ext dli_kernel``, on ``server``, with no other settings."""
     patch = pytest.MonkeyPatch()
     for name in list(os.environ):
         if name.startswith("DLI_KERNEL_"):
@@ -90,9 +92,17 @@ def ip(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[She
     shell.run_cell("%load_ext dli_kernel", store_history=False)
     magics = next(m for m in shell.magics_manager.registry.values() if hasattr(m, "holder"))
     shell.user_ns["_dli_magics"] = magics
-    yield Shell(shell)
-    shell.run_cell("%unload_ext dli_kernel", store_history=False)
-    patch.undo()
+    try:
+        yield Shell(shell)
+    finally:
+        shell.run_cell("%unload_ext dli_kernel", store_history=False)
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def ip(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
+    with magics_shell(server, tmp_path_factory.mktemp("ipython-config")) as shell:
+        yield shell
 
 
 def session_of(server: Server, session_id: str) -> dict[str, Any]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_cell_magic, magics_class
 
-from dli_kernel.client import DataFrameResult, MissingDependency, StatementInfo
-from dli_kernel.client.results import require_arrow
+from dli_kernel.client import ClientError, DataFrameResult, MissingDependency, StatementInfo
+from dli_kernel.client.results import ResultTooLarge, available_memory, parquet_target, require_arrow
 from dli_kernel.kernel.charts import (
     AGGREGATES,
     KINDS,
@@ -20,7 +23,7 @@ from dli_kernel.kernel.charts import (
     frame_rows,
     frame_types,
 )
-from dli_kernel.kernel.display import Result
+from dli_kernel.kernel.display import Result, StatusLine, bytes_bar, megabytes
 from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics
 from dli_kernel.kernel.remote_session import RemoteSession
@@ -28,21 +31,29 @@ from dli_kernel.kernel.sql_text import split_sql
 from dli_kernel.kernel.tables import Rows, frame_bundle, result_rows, table_bundle
 from dli_kernel.protocol import DEFAULT_MAX_ROWS
 
-TAKES_VALUE = {"-o", "-n", "--sample", "--chart", "-x", "-y", "--agg"}
+TAKES_VALUE = {"-o", "-n", "--sample", "--chart", "-x", "-y", "--agg", "--to-parquet"}
+BAR_AFTER = 0.5  # seconds a download runs before its bar appears: small results stay quiet
+TOO_LARGE_ADVICE = "show fewer rows with -n N, or write them to a file with --to-parquet PATH"
 
 
 @magics_class
 class SqlMagics(RunnerMagics):
     """``%%sql`` and ``%sql``."""
 
+    # Bytes the kernel has free for a result's DataFrame; an attribute so that tests can pretend less.
+    available_memory: Callable[[], int | None] = staticmethod(available_memory)
+
     @line_cell_magic
     def sql(self, line: str, cell: str | None = None) -> Result | None:
         """Run SQL on the notebook's session and show the result as a table, or draw it as a chart.
 
-        %%sql [-o VAR] [-n MAXROWS] [-q] [--sample FRACTION]   (or %sql [options] QUERY)
+        %%sql [-o VAR] [-n MAXROWS] [-q] [--sample FRACTION] [--to-parquet PATH]   (or %sql [options] QUERY)
               [--chart bar|line|area|scatter|pie [-x COL] [-y COL ...] [--agg sum|avg|min|max|count]]
-        -o VAR: also put the result in a local pandas DataFrame VAR; -n: row limit (default 1000, -1 all);
-        -q: show nothing; --sample: a random fraction of the rows. Statements separated by ; run in order.
+        -o VAR: also put the result in a local pandas DataFrame VAR (refused, before any transfer, if it
+        would not fit in the kernel's memory); -n: row limit (default 1000, -1 all); -q: show nothing;
+        --sample: a random fraction of the rows. Statements separated by ; run in order.
+        --to-parquet PATH: write the rows (all of them unless -n says) to a local Parquet file as they
+        arrive, never holding them whole; with -o VAR, VAR is a lazy pyarrow.dataset.Dataset over it.
         --chart: draw the result's rows instead of the table; -x: the column along the x axis (or the
         slices of a pie; default the first non-numeric column); -y: a column to draw, repeat for several
         (default every other numeric column); --agg: combine the rows of one x value (count needs no -y).
@@ -51,13 +62,18 @@ class SqlMagics(RunnerMagics):
         queries = split_sql(query)
         if not queries:
             raise UsageError("%%sql: there is no query; write one after the options or in the cell")
+        if options.to_parquet is not None:
+            try:  # before anything runs: a file that cannot be written is not worth a query
+                options.to_parquet = str(parquet_target(options.to_parquet))
+            except ClientError as err:
+                raise UsageError(f"{options.prog} --to-parquet: {err}") from None
         for earlier in queries[:-1]:
             self.runner.run(earlier, "sql", max_rows=0)
         last = queries[-1]
         if options.sample is not None:
             # A subquery keeps the user's SQL intact; the newline ends a trailing -- comment.
             last = f"SELECT * FROM (\n{last}\n) TABLESAMPLE ({options.sample * 100:g} PERCENT) AS dli_sample"
-        if options.o:
+        if options.o or options.to_parquet:
             return self._to_frame(last, options)
         output = self.runner.run(last, "sql", max_rows=options.n)
         if options.q:
@@ -73,16 +89,30 @@ class SqlMagics(RunnerMagics):
         return Result(table_bundle(rows.names, rows.rows, rows.total, hint=hint))
 
     def _to_frame(self, query: str, options: argparse.Namespace) -> Result | None:
-        """``-o``: the rows come back as Arrow, straight into a pandas DataFrame."""
+        """``-o``: the rows come back as Arrow, straight into a pandas DataFrame; ``--to-parquet``: into a
+        Parquet file, batch by batch."""
         try:
             require_arrow()
         except MissingDependency as err:
-            raise UsageError(f"%%sql -o: {err}") from None
+            raise UsageError(f"{options.prog} {'-o' if options.o else '--to-parquet'}: {err}") from None
         result: DataFrameResult | None = None
+        download = Download()
 
         def fetch(session: RemoteSession, **follow: Any) -> tuple[StatementInfo, bool]:
             nonlocal result
-            statement, cancelled, result = session.run_dataframe(query, max_rows=options.n, **follow)
+            try:
+                statement, cancelled, result = session.run_dataframe(
+                    query,
+                    max_rows=options.n,
+                    on_bytes=download.progress,
+                    to_parquet=options.to_parquet,
+                    available_memory=self.available_memory,
+                    **follow,
+                )
+            except ResultTooLarge as err:  # the same refusal, with the options that avoid it
+                raise ResultTooLarge(
+                    err.rows, err.arrow_bytes, err.frame_bytes, err.available, TOO_LARGE_ADVICE
+                ) from None
             return statement, cancelled
 
         output = self.runner.follow(fetch)
@@ -90,6 +120,9 @@ class SqlMagics(RunnerMagics):
             if options.chart:
                 raise UsageError(f"{options.prog} --chart: the statement returned no rows to draw")
             return None if options.q else self.runner.show(output)
+        if options.to_parquet:
+            return self._written(result, options, download)
+        download.finish(len(result.frame))
         self.ipython.user_ns[options.o] = result.frame
         if options.q:
             return None
@@ -98,6 +131,53 @@ class SqlMagics(RunnerMagics):
         names = [str(column) for column in result.frame.columns]
         hint = chart_hint(names, frame_types(result.frame)[0], options.prog)
         return Result(frame_bundle(result.frame, result.total, options.o, hint=hint))
+
+    def _written(
+        self, result: DataFrameResult, options: argparse.Namespace, download: Download
+    ) -> Result | None:
+        """``--to-parquet``: where the rows went, and (with ``-o``) the lazy dataset over them."""
+        path, dataset = options.to_parquet, result.frame
+        rows = dataset.count_rows()  # from the file's footer: nothing is read
+        download.finish(rows)
+        if options.o:
+            self.ipython.user_ns[options.o] = dataset
+        if options.q:
+            return None
+        written = f"{rows:,} rows, {megabytes(os.path.getsize(path))} written to {path}"
+        if result.truncated:
+            written += f" (the first of {result.total:,}: -n -1 writes all)"
+        if options.o:
+            how = (
+                f"{options.o} is a pyarrow.dataset.Dataset over it, read only when asked: "
+                f"{options.o}.head(10).to_pandas(), {options.o}.to_table(columns=[...]).to_pandas()"
+            )
+        else:
+            how = f"read it lazily with pyarrow.dataset.dataset({path!r}) or pandas.read_parquet({path!r})"
+        return Result({"text/plain": f"{written}.\n{how}"})
+
+
+class Download:
+    """A result's download shown as one line: a bar by bytes once it lasts BAR_AFTER seconds, then its
+    rows, size and time. Fed by the client's progress calls (a few a second)."""
+
+    def __init__(self) -> None:
+        self.line = StatusLine()
+        self.began: float | None = None
+        self.done = 0
+
+    def progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.began is None:
+            self.began = now
+        self.done = done
+        if now - self.began >= BAR_AFTER:
+            self.line.show(bytes_bar(done, total, now - self.began))
+
+    def finish(self, rows: int) -> None:
+        """Only where the bar was shown: a quick result says nothing more than its table."""
+        if self.began is not None:
+            seconds = time.monotonic() - self.began
+            self.line.finish(f"{rows:,} rows, {megabytes(self.done)} in {seconds:.1f} s")
 
 
 def draw(rows: Rows, options: argparse.Namespace) -> Result:
@@ -116,13 +196,14 @@ def sql_options(line: str, cell: str | None) -> tuple[argparse.Namespace, str]:
     """The options of %%sql / %sql; in the line form the query follows them, quoted or not."""
     parser = args.Parser(prog="%%sql" if cell is not None else "%sql", add_help=False)
     parser.add_argument("-o", type=args.identifier, metavar="VAR")
-    parser.add_argument("-n", type=args.max_rows, default=DEFAULT_MAX_ROWS, metavar="MAXROWS")
+    parser.add_argument("-n", type=args.max_rows, metavar="MAXROWS")
     parser.add_argument("-q", action="store_true")
     parser.add_argument("--sample", type=args.fraction, metavar="FRACTION")
     parser.add_argument("--chart", choices=KINDS)
     parser.add_argument("-x", metavar="COL")
     parser.add_argument("-y", action="append", default=[], metavar="COL")
     parser.add_argument("--agg", choices=AGGREGATES)
+    parser.add_argument("--to-parquet", metavar="PATH")
     parser.add_argument("-h", "--help", action="store_true")
     words, rest = leading_options(line, takes_value=TAKES_VALUE)
     parsed = parser.parse_args(args.split(words, parser.prog))
@@ -130,6 +211,10 @@ def sql_options(line: str, cell: str | None) -> tuple[argparse.Namespace, str]:
     if parsed.help:
         print(SqlMagics.sql.__doc__)
         raise UsageError(f"{parser.prog}: usage shown above")
+    if parsed.n is None:  # a file is for results too big to show: it takes all the rows unless told
+        parsed.n = -1 if parsed.to_parquet is not None else DEFAULT_MAX_ROWS
+    if parsed.to_parquet is not None and parsed.chart is not None:
+        parser.error("--to-parquet writes the rows to a file and --chart draws them: use one of them")
     if parsed.chart is None and (parsed.x is not None or parsed.y or parsed.agg is not None):
         parser.error("-x, -y and --agg shape a chart: add --chart bar|line|area|scatter|pie")
     if parsed.chart is not None:
