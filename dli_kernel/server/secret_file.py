@@ -64,14 +64,23 @@ def _read(path: Path, what: str, on_remove: str) -> bytes:
     return value
 
 
-def _check_private(path: Path, st: os.stat_result) -> None:
-    """Refuse a key someone else could have written or can read."""
+def untrusted(path: Path, st: os.stat_result, risk: str = "") -> str | None:
+    """Why a file the server trusts (a key, the users file) must not be used: another OS user owns it, or
+    others can write it (``risk`` says what they could do then); None if neither."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (os.getuid(), 0):
-        raise SecretFileError(
-            f"{path} belongs to another OS user (uid {st.st_uid}); the server trusts only its own or root's."
-        )
+        owner = f"another OS user (uid {st.st_uid})"
+        return f"{path} belongs to {owner}; the server trusts only its own or root's."
     if mode & 0o022:
-        raise SecretFileError(f"{path} can be written by other OS users (mode {mode:04o}): chmod 600 {path}.")
+        return f"{path} can be written by other OS users (mode {mode:04o}){risk}: chmod 600 {path}."
+    return None
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    """Refuse a key someone else could have written or can read."""
+    problem = untrusted(path, st)
+    if problem:
+        raise SecretFileError(problem)
+    mode = stat.S_IMODE(st.st_mode)
     if mode & 0o044:
         raise SecretFileError(f"{path} can be read by other OS users (mode {mode:04o}): chmod 600 {path}.")

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dli_kernel.server.principal import Principal
-from dli_kernel.server.secret_file import SecretFileError, secret_file
+from dli_kernel.server.secret_file import SecretFileError, secret_file, untrusted
 
 log = logging.getLogger("dli_kernel.server")
 
@@ -208,16 +208,10 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
 
 def _check_owner_and_mode(path: Path, st: os.stat_result) -> None:
     """Refuse a file someone else could have written; warn when others can read it."""
+    problem = untrusted(path, st, ", who could make themselves admins")
+    if problem:
+        raise UsersFileError(problem)
     mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid not in (os.getuid(), 0):
-        raise UsersFileError(
-            f"{path} belongs to another OS user (uid {st.st_uid}); the server trusts only its own or root's."
-        )
-    if mode & 0o022:
-        raise UsersFileError(
-            f"{path} can be written by other OS users (mode {mode:04o}), who could make themselves admins: "
-            f"chmod 600 {path}."
-        )
     if mode & 0o044:
         log.warning(
             "%s can be read by other OS users (mode %04o): it holds no tokens, but chmod 600 keeps who may "
