@@ -35,6 +35,9 @@ to through DLC's actions, signed with the server's token as the SecretKey.
 How much of a session's log a cell shows while its statement runs: ``log_level`` (``DLI_KERNEL_LOG_LEVEL``),
 one of quiet, warn (the default), info, all (see :mod:`dli_kernel.kernel.spark_log`).
 
+The embedded server a kernel starts shares drivers (``dli-kernel server --share-driver``) with
+``"share_driver": true`` (``DLI_KERNEL_SHARE_DRIVER=1``); a server already running keeps how it was started.
+
 An ``https://`` server's certificate is always verified: against ``ca_bundle`` (``DLI_KERNEL_CA_BUNDLE``),
 the CA file that signed it, where one is set; else against the system's CAs.
 
@@ -107,6 +110,7 @@ FILE_KEYS = (
     "ca_bundle",
     "session",
     "log_level",
+    "share_driver",
 )
 # Setting -> the variables that give it, strongest first.
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -124,6 +128,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "session_token": ("TENCENTCLOUD_SESSION_TOKEN",),
     "ca_bundle": (CA_BUNDLE_ENV,),
     "log_level": (LOG_LEVEL_ENV,),
+    "share_driver": ("DLI_KERNEL_SHARE_DRIVER",),
 }
 # Session defaults the environment may override: spec attribute -> variable.
 SESSION_ENV_VARS: dict[str, str] = {
@@ -188,6 +193,7 @@ class Settings:
     region: str | None = None  # DLC's region, where one is configured
     ca_bundle: str | None = None  # the configured CA file, for the embedded server's endpoint too
     log_level: str = DEFAULT_LOG_LEVEL  # how much of the session's log a cell shows (protocol.LOG_LEVELS)
+    share_driver: bool = False  # the embedded server a kernel starts runs with --share-driver
 
 
 class _BasicAuth(HTTPBasicAuth):
@@ -532,4 +538,20 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
         region=region,
         ca_bundle=endpoint.ca_bundle if endpoint is not None else _ca_bundle(src),
         log_level=log_level,
+        share_driver=_flag(src.get("share_driver")),
     )
+
+
+def _flag(found: tuple[Any, str] | None) -> bool:
+    """A yes/no setting: true or false in the file, 1 or 0 (true/false, yes/no) in the environment."""
+    if found is None:
+        return False
+    value, where = found
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where} must be true or false (in the environment 1 or 0; got {value!r}).")

@@ -166,6 +166,8 @@ def _start_server(state_dir: Path, deadline: float, timeout: float) -> Endpoint:
     with contextlib.suppress(FileNotFoundError):
         server_file.unlink()
     command = [sys.executable, "-m", "dli_kernel", "server", "--port", "0", "--state-dir", str(state_dir)]
+    if _share_driver():
+        command.append("--share-driver")
     with open(log_path, "ab") as log:
         offset = log.tell()
         # Detached: its own session, so the signals that stop a kernel (Jupyter signals the kernel's whole
@@ -206,6 +208,15 @@ def _start_server(state_dir: Path, deadline: float, timeout: float) -> Endpoint:
             name = f"dli-kernel-server-{process.pid}"
             reaper = threading.Thread(target=process.wait, name=name, daemon=True)
             reaper.start()
+
+
+def _share_driver() -> bool:
+    """Whether the configuration asks the embedded server to share drivers (``share_driver``); a broken
+    configuration is the kernel's to report when it loads the settings, so here it asks for nothing."""
+    try:
+        return load_settings().share_driver
+    except ConfigError:
+        return False
 
 
 def _require_server_extra() -> None:

@@ -80,6 +80,12 @@ def job_group(msg_id: str) -> str:
     return f"dli-{msg_id}"
 
 
+def shared_job_tag(key: str) -> str:
+    """The Spark job tag every job of shared-driver session ``key`` carries: the host cancels them all with
+    it when the session ends, and the session's ``sc.cancelAllJobs()`` cancels only those."""
+    return f"dli-session-{key}"
+
+
 def result_path(statement_id: int) -> str:
     """Where statement ``statement_id``'s Arrow stream goes, relative to the session's workdir."""
     return f"{RESULTS_DIR}/{int(statement_id)}.arrow"

@@ -36,6 +36,9 @@ class DataFrameResult:
     truncated: bool  # True when ``frame`` holds fewer rows than ``total`` (max_rows cut it)
     transport: str  # "arrow": the server's result route; "arrow-inline": base64 in the statement's text
     size: int  # bytes of the Arrow stream
+    # False when the rows past ``max_rows`` were not counted (counting runs the query again): ``total`` is
+    # then only a lower bound, the rows held + 1.
+    total_known: bool = True
 
 
 def require_arrow() -> None:
@@ -464,12 +467,12 @@ def _dli_kernel_arrow(source, kind, max_rows):
             batches = limited._collect_as_arrow()
             table = (pa.Table.from_batches(batches) if batches
                      else pa.Table.from_pandas(limited.toPandas(), preserve_index=False))
-        total = table.num_rows
-        if 0 <= max_rows < total:
-            table, total = table.slice(0, max_rows), value.count()
+        total, known = table.num_rows, True
+        if 0 <= max_rows < total:  # more rows: counting them would run the query again
+            table, total, known = table.slice(0, max_rows), max_rows + 1, False
     else:
         table = pa.Table.from_pandas(value, preserve_index=False)
-        total = table.num_rows
+        total, known = table.num_rows, True
         if 0 <= max_rows < total:
             table = table.slice(0, max_rows)
     metadata = dict(table.schema.metadata or {})
@@ -478,7 +481,8 @@ def _dli_kernel_arrow(source, kind, max_rows):
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    summary = {"rows": table.num_rows, "total": total, "truncated": table.num_rows < total}
+    summary = {"rows": table.num_rows, "total": total, "truncated": table.num_rows < total,
+               "totalKnown": known}
     print(<<MARKER>> + json.dumps(summary))
     print(base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii"))
 try:
@@ -486,6 +490,12 @@ try:
 finally:
     del _dli_kernel_arrow
 """
+
+
+def total_known(summary: dict[str, Any]) -> bool:
+    """Whether a result's ``total`` counts every row: false only where the result says so, as servers and
+    sessions from before ``totalKnown`` always counted."""
+    return summary.get("totalKnown") is not False
 
 
 def inline_code(query: str, kind: str, max_rows: int) -> str:
@@ -518,6 +528,7 @@ def parse_inline(output: dict[str, Any]) -> DataFrameResult:
                 truncated=bool(summary["truncated"]),
                 transport="arrow-inline",
                 size=len(data),
+                total_known=total_known(summary),
             )
     raise ClientError(
         "the statement finished without an Arrow result in its output; "

@@ -305,7 +305,8 @@ class SessionsClient:
             raise results.transfer_error(err, f"GET {self._shown_url}{path}", to_parquet) from None
         finally:
             response.close()
-        return DataFrameResult(frame, int(summary["total"]), bool(summary["truncated"]), "arrow", size)
+        total, truncated = int(summary["total"]), bool(summary["truncated"])
+        return DataFrameResult(frame, total, truncated, "arrow", size, results.total_known(summary))
 
     def fetch_dataframe(
         self,

@@ -32,8 +32,7 @@ def run(source: str, kind: str, max_rows: int, path: str) -> None:
     size = write_stream(table, Path(path), timezone)
     summary = {
         "rows": table.num_rows,
-        "total": total,
-        "truncated": table.num_rows < total,
+        **row_count(table.num_rows, total),
         "bytes": size,
         # Lets the kernel refuse, before any transfer, a result that would not fit in its memory.
         "frameBytes": frame_bytes(table),
@@ -43,8 +42,12 @@ def run(source: str, kind: str, max_rows: int, path: str) -> None:
     display({ARROW_RESULT_MIME: summary}, raw=True)
 
 
-def to_arrow(value: Any, max_rows: int) -> tuple[Any, int]:
-    """(an Arrow table of at most ``max_rows`` rows, how many rows there are in all)."""
+def to_arrow(value: Any, max_rows: int) -> tuple[Any, int | None]:
+    """(an Arrow table of at most ``max_rows`` rows, how many rows there are in all, None for "more").
+
+    A Spark DataFrame's rows past the page are never counted: a count runs the whole query again (15 s
+    after a 6 s page of a large GROUP BY), so one row more than the page is collected to know that more
+    exist. A pandas frame's length is known for free."""
     import pyarrow as pa
 
     try:
@@ -63,7 +66,17 @@ def to_arrow(value: Any, max_rows: int) -> tuple[Any, int]:
     table = _collect(value.limit(max_rows + 1))
     if table.num_rows <= max_rows:
         return table, table.num_rows
-    return table.slice(0, max_rows), value.count()
+    return table.slice(0, max_rows), None
+
+
+def row_count(shown: int, total: int | None) -> dict[str, Any]:
+    """A result's ``total``, ``truncated`` and ``totalKnown`` (``total`` None: more rows, not counted).
+
+    Uncounted, ``total`` is the lower bound ``shown + 1``, never null or absent: a client that reads it as
+    a number keeps working and still sees that rows were cut."""
+    if total is None:
+        return {"total": shown + 1, "truncated": True, "totalKnown": False}
+    return {"total": total, "truncated": shown < total, "totalKnown": True}
 
 
 def _collect(frame: Any) -> Any:

@@ -27,6 +27,7 @@ from IPython import get_ipython
 from IPython.display import display
 
 from dli_kernel.driver import scala_repl
+from dli_kernel.driver.arrow_results import row_count
 from dli_kernel.processes import ProcessId, descendants, process_id, process_table
 from dli_kernel.protocol import DEFAULT_MAX_ROWS, LIVY_TABLE_MIME, PROGRESS_FILE, SQL_RESULT_MIME, job_group
 
@@ -39,6 +40,7 @@ PROGRESS_INTERVAL = 0.25
 PROGRESS_FIRST = 1.0
 
 _spark: SparkSession | None = None
+_shared = False  # attached to a shared driver's JVM (``attach``), rather than running one of its own
 
 
 def _session() -> SparkSession:
@@ -53,7 +55,6 @@ def bootstrap(settings_json: str) -> str:
     from pyspark.sql import SparkSession
 
     settings = json.loads(settings_json)
-    _adopt_orphans()
     conf = dict(settings["conf"])
     # Classes the Scala interpreter compiles go here, and executors fetch them through the URI Spark
     # derives from it when the context starts; set for every session, as it cannot be added later.
@@ -69,11 +70,29 @@ def bootstrap(settings_json: str) -> str:
     # copies them to the driver alone, which local mode hides (its executors are the driver).
     for py_file in filter(None, conf.get("spark.submit.pyFiles", "").split(",")):
         _spark.sparkContext.addPyFile(py_file)
+    _hook_shell(_spark)
+    return app_info()
 
+
+def attach(settings_json: str) -> str:
+    """Connect to a shared driver's JVM (``{"gateway": {"port", "secret"}, "key"}``, see ``shared``), bind
+    ``spark``/``sc`` and hook statements as ``bootstrap`` does; return the shared app's info as JSON."""
+    global _spark, _shared
+    from dli_kernel.driver import shared
+
+    _spark = shared.attach(settings_json)
+    _shared = True
+    _hook_shell(_spark)
+    return json.dumps({**json.loads(app_info()), "sharedDriver": True})
+
+
+def _hook_shell(spark: SparkSession) -> None:
+    """What makes the IPython shell a session's driver, once its SparkSession exists."""
+    _adopt_orphans()
     shell = get_ipython()
     # Plain tracebacks: Livy clients show them as text, ANSI colours would be noise.
     shell.colors = "nocolor"
-    shell.user_ns.update(spark=_spark, sc=_spark.sparkContext)
+    shell.user_ns.update(spark=spark, sc=spark.sparkContext)
     warnings.showwarning = _warning_to_log
     _query_context_to_log()
     shell.set_custom_exc(_spark_errors(), _user_frames_traceback)
@@ -81,7 +100,6 @@ def bootstrap(settings_json: str) -> str:
         shell.register_magic_function(magic, magic_kind="line", magic_name=name)
     shell.events.register("pre_run_cell", _before_statement)
     shell.events.register("post_run_cell", _after_statement)
-    return app_info()
 
 
 def _warning_to_log(
@@ -321,6 +339,19 @@ def _request_data() -> dict[str, Any]:
     return get_ipython().get_parent()["metadata"]["dli"]
 
 
+SCALA_NEEDS_OWN_DRIVER = (
+    "Scala needs a session with a driver of its own: kind `spark`, or a session created with its own "
+    "Spark conf; this session shares its driver."
+)
+
+
+def _scala_interpreter() -> scala_repl.ScalaInterpreter:
+    # The interpreter would live in the shared JVM, its classes and bindings seen by every session there.
+    if _shared:
+        raise scala_repl.ScalaUnavailable(SCALA_NEEDS_OWN_DRIVER)
+    return scala_repl.interpreter(_spark)
+
+
 def run_scala() -> scala_repl.ScalaValue | None:
     """Run the Scala code sent with this request; print its text, or raise its error. When the cell ends
     in an expression its echo is the value returned, so the kernel shows it as the execute result."""
@@ -329,7 +360,7 @@ def run_scala() -> scala_repl.ScalaValue | None:
         code = _request_data()["code"]
         scala_repl.busy.set()
         try:
-            interpreter = scala_repl.interpreter(_spark)
+            interpreter = _scala_interpreter()
             if _watch is not None and _watch.interrupts:
                 raise KeyboardInterrupt  # cancelled while the interpreter was starting
             answer = interpreter.run(code, _watch.group if _watch else "dli-scala")
@@ -359,7 +390,7 @@ def complete_scala() -> list[str]:
     code, cursor = request["code"], request["cursor"]
     scala_repl.busy.set()
     try:
-        answer = scala_repl.interpreter(_spark).complete(code, cursor)
+        answer = _scala_interpreter().complete(code, cursor)
     finally:
         scala_repl.busy.clear()
     # The dotted path before the cursor (`spark.read.`), so candidates replace the whole token.
@@ -420,23 +451,18 @@ def _matplot_magic(line: str) -> None:
 
 
 def run_sql(query: str, max_rows: int = DEFAULT_MAX_ROWS) -> None:
-    """Run one SQL query and display Livy's ``{schema, data}`` result, saying when rows were cut."""
+    """Run one SQL query and display Livy's ``{schema, data}`` result, saying when rows were cut (the rows
+    past the page are not counted: that would run the query again)."""
     __tracebackhide__ = True
     frame = _session().sql(query)
-    if max_rows < 0:
-        rows = frame.collect()
-        total = len(rows)
-    else:
-        rows = frame.limit(max_rows + 1).collect()
-        total = len(rows)
-        if total > max_rows:
-            rows = rows[:max_rows]
-            total = frame.count()
+    rows = frame.collect() if max_rows < 0 else frame.limit(max_rows + 1).collect()
+    total: int | None = len(rows)
+    if 0 <= max_rows < len(rows):
+        rows, total = rows[:max_rows], None
     result = {
         "schema": json.loads(frame.schema.json()),
         "data": [[to_json_value(value) for value in row] for row in rows],
-        "total": total,
-        "truncated": len(rows) < total,
+        **row_count(len(rows), total),
     }
     display({SQL_RESULT_MIME: result}, raw=True)
 

@@ -122,7 +122,7 @@ def build_spec(
             "or count rows with --agg count"
         )
     drawn = data.rows[:MAX_CHART_ROWS]
-    notes = _row_notes(len(drawn), len(data.rows), data.total, all_rows_hint)
+    notes = _row_notes(len(drawn), len(data.rows), data.total if data.total_known else None, all_rows_hint)
     x_type = data.types[data.names.index(x)]
     spec: dict[str, Any] = {
         "$schema": VEGA_LITE_SCHEMA,
@@ -247,15 +247,17 @@ def _default_ys(data: Rows, x: str, agg: str | None) -> list[str]:
     return numbers
 
 
-def _row_notes(drawn: int, held: int, total: int, all_rows_hint: str) -> list[str]:
+def _row_notes(drawn: int, held: int, total: int | None, all_rows_hint: str) -> list[str]:
+    """``total``: the query's rows, None when the rows past the limit were not counted."""
+    of = "" if total is None else f" of {max(total, held)}"
     if held > drawn:
         return [
-            f"the chart shows the first {drawn} of {max(total, held)} rows (a chart draws at most "
+            f"the chart shows the first {drawn}{of} rows (a chart draws at most "
             f"{MAX_CHART_ROWS}; aggregate in SQL to draw them all)"
         ]
-    if total > held:
+    if total is None or total > held:
         hint = f"; {all_rows_hint}" if all_rows_hint else ""
-        return [f"the chart shows the first {drawn} of {total} rows (the row limit cut the result{hint})"]
+        return [f"the chart shows the first {drawn}{of} rows (the row limit cut the result{hint})"]
     return []
 
 

@@ -72,7 +72,8 @@ def render(output: dict[str, Any] | None) -> Rendered:
             rendered.displays.append({mime: data[mime]})
     rows = result_rows(data)
     if rows is not None:
-        rendered.displays.append(table_bundle(rows.names, rows.rows, rows.total))
+        table = table_bundle(rows.names, rows.rows, rows.total, total_known=rows.total_known)
+        rendered.displays.append(table)
     elif "application/json" in data:
         value = data["application/json"]
         rendered.displays.append({"application/json": value, "text/plain": json.dumps(value, indent=1)})
@@ -98,7 +99,7 @@ def _replayed(outputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 def _table_or_bundle(data: dict[str, Any]) -> dict[str, Any]:
     rows = result_rows(data)
     if rows is not None:
-        return table_bundle(rows.names, rows.rows, rows.total)
+        return table_bundle(rows.names, rows.rows, rows.total, total_known=rows.total_known)
     if "application/json" in data and "text/plain" not in data:  # Livy's %json: text for plain viewers
         return {**data, "text/plain": json.dumps(data["application/json"], indent=1)}
     return data

@@ -16,6 +16,7 @@ from typing import Any
 
 from dli_kernel.protocol import LIVY_TABLE_MIME, SQL_RESULT_MIME
 
+RAISE_LIMIT = "raise the row limit to see more"
 INTERACTIVE_AFTER = 20  # rows: a longer table gets a filter box, sorting and pages where scripts run
 PAGE_ROWS = 20
 
@@ -34,6 +35,7 @@ class Rows:
     rows: list[list[Any]]
     total: int
     type_names: list[str]  # as the source said them, for messages
+    total_known: bool = True  # False: the rows past the limit were not counted, ``total`` is a lower bound
 
 
 def result_rows(data: dict[str, Any]) -> Rows | None:
@@ -57,7 +59,9 @@ def sql_rows(value: dict[str, Any]) -> Rows:
     total = value.get("total", len(rows))
     type_names = [str(t.get("type", "nested")) if isinstance(t, dict) else str(t) for t in spark_types]
     names = [str(field.get("name")) for field in fields]
-    return Rows(names, [vega_type(t) for t in spark_types], rows, total, type_names)
+    # Drivers from before ``totalKnown`` always counted.
+    known = value.get("totalKnown") is not False
+    return Rows(names, [vega_type(t) for t in spark_types], rows, total, type_names, known)
 
 
 def livy_rows(table: dict[str, Any]) -> Rows:
@@ -83,18 +87,27 @@ def vega_type(spark_type: Any) -> str:
 
 
 def table_bundle(
-    names: list[str], rows: list[list[Any]], total: int, *, held: str = "", hint: str | None = None
+    names: list[str],
+    rows: list[list[Any]],
+    total: int,
+    *,
+    total_known: bool = True,
+    more: str = RAISE_LIMIT,
+    held: str = "",
+    hint: str | None = None,
 ) -> dict[str, str]:
-    """An HTML table with a text twin; when rows were cut, both say how many there were.
+    """An HTML table with a text twin; when rows were cut, both say how many there were, or, when they
+    were not counted (``total_known`` false), that there are more.
 
-    ``held``: more words for the row-count line (what a ``-o`` variable holds); ``hint``: one line under
-    the table (the chart command for these rows)."""
+    ``more``: how to see more rows; ``held``: more words for the row-count line (what a ``-o`` variable
+    holds); ``hint``: one line under the table (the chart command for these rows)."""
     shown = len(rows)
-    note = (
-        f"{shown} of {total} rows shown (raise the row limit to see more)"
-        if total > shown
-        else (f"{shown} row{'s' if shown != 1 else ''}")
-    )
+    if not total_known:
+        note = f"first {shown} rows shown; more rows exist ({more})"
+    elif total > shown:
+        note = f"{shown} of {total} rows shown ({more})"
+    else:
+        note = f"{shown} row{'s' if shown != 1 else ''}"
     if held:
         note += f"; {held}"
     cells = [[_cell(value) for value in row] for row in rows]
@@ -121,9 +134,17 @@ def table_bundle(
 
 
 def frame_bundle(
-    frame: Any, total: int, name: str, shown: int = 1000, hint: str | None = None
+    frame: Any,
+    total: int,
+    name: str,
+    shown: int = 1000,
+    hint: str | None = None,
+    *,
+    total_known: bool = True,
+    more: str = RAISE_LIMIT,
 ) -> dict[str, str]:
-    """A table of a ``-o`` DataFrame's first rows, saying how many rows the query had and ``name`` holds."""
+    """A table of a ``-o`` DataFrame's first rows, saying how many rows the query had and ``name`` holds
+    (or, with ``total_known`` false, that the query has more, uncounted, and ``more``: how to get them)."""
     import pandas as pd  # only -o needs it
 
     def cell(value: Any) -> Any:
@@ -131,7 +152,12 @@ def frame_bundle(
         return None if scalar and pd.isna(value) else value
 
     rows = [[cell(v) for v in row] for row in frame.head(shown).itertuples(index=False, name=None)]
-    held = f"{name} holds {len(frame)} of {total} rows" if len(frame) < total else f"{name} holds all rows"
+    if not total_known:
+        held = f"{name} holds the first {len(frame)}; more rows exist ({more})"
+    elif len(frame) < total:
+        held = f"{name} holds {len(frame)} of {total} rows"
+    else:
+        held = f"{name} holds all rows"
     return table_bundle([str(c) for c in frame.columns], rows, len(frame), held=held, hint=hint)
 
 

@@ -52,3 +52,30 @@ def scala_statement() -> str:
 def scala_completion() -> str:
     """Completes the Scala code and cursor that travel beside it as message metadata."""
     return "_dli.complete_scala()"
+
+
+# -- shared-driver sessions: the host's functions, and the attaching of a session's kernel --------------
+
+# Run silently before a call of the host's functions; the host's runtime is imported already.
+SHARED_IMPORT = "import dli_kernel.driver.shared as _dli_shared"
+
+
+def open_shared(key: str) -> str:
+    """In the host: open session ``key``; the value is ``{"port", "secret"}`` as JSON."""
+    return f"_dli_shared.open_session({str(key)!r})"
+
+
+def release_shared(key: str) -> str:
+    """In the host: end session ``key`` in the JVM; the value is ``{"released", "uncached"}`` as JSON."""
+    return f"_dli_shared.release_session({str(key)!r})"
+
+
+def open_shared_count() -> str:
+    """In the host: how many sessions it has open (an int)."""
+    return "_dli_shared.open_sessions()"
+
+
+def attach(settings: dict[str, Any]) -> str:
+    """In a session's kernel (after RUNTIME_IMPORT): connect to the host with ``{"gateway": {"port",
+    "secret"}, "key"}``; the value is the shared app's info as JSON, with ``"sharedDriver": true``."""
+    return f"_dli.attach({json.dumps(settings)!r})"

@@ -34,6 +34,7 @@ from dli_kernel.server.progress import read_progress
 from dli_kernel.server.reaper import Reaper
 from dli_kernel.server.records import ManagedSession, Statement, now_ms, session_from_record
 from dli_kernel.server.settings import ServerSettings
+from dli_kernel.server.shared_host import SERVER_STOPPED
 from dli_kernel.server.spark_conf import driver_memory_mb
 from dli_kernel.server.starter import Attach, DriverStarter, Launch
 from dli_kernel.server.states import RecordStore, SessionStates
@@ -115,7 +116,7 @@ class SessionManager:
         # Who a caller that names nobody is: the server's operator (tests, the embedded server's own calls).
         self._operator = operator()
         self._starter = DriverStarter(settings, self._states, launch, attach)
-        self._reaper = Reaper(self._snapshot, self._states, settings.reap_every)
+        self._reaper = Reaper(self._snapshot, self._states, settings.reap_every, self._starter.host_gone)
         self.pool: DriverPool | None = self._starter.pool
 
     # -- start and stop ----------------------------------------------------------------------
@@ -148,17 +149,20 @@ class SessionManager:
                 self._states.notify(session)
         self._reaper.join(timeout=THREAD_JOIN)
         live = [s for s in self._snapshot() if not s.ended]
-        stoppers = []
-        if self.settings.keep_sessions_on_exit:
-            for session in live:
-                self._states.log(session, "the server stopped; the driver keeps running for the next server")
-                if session.driver:
-                    session.driver.close()
-        else:
-            stoppers = [
-                threading.Thread(target=self._states.end, args=(s, "success", "the server stopped"))
-                for s in live
-            ]
+        keep = self.settings.keep_sessions_on_exit
+        # A session that shares a driver cannot outlive it, and shared drivers stop with the server.
+        for session in (s for s in live if keep and not s.shared_driver):
+            self._states.log(session, "the server stopped; the driver keeps running for the next server")
+            if session.driver:
+                session.driver.close()
+        stoppers = [
+            threading.Thread(
+                target=self._states.end,
+                args=(s, "success", SERVER_STOPPED if keep else "the server stopped"),
+            )
+            for s in live
+            if s.shared_driver or not keep
+        ]
         # Pooled drivers are no sessions: whatever --keep-sessions says, they stop with the server.
         stoppers.append(threading.Thread(target=self._starter.close))
         for thread in stoppers:
@@ -182,7 +186,7 @@ class SessionManager:
         with self._lock:
             self._check_new(spec, owner, starts_driver=False)  # before a pooled driver is touched
         # Outside the lock: it may wait a moment for a pooled driver that was just launched.
-        reserved = self._starter.reserve(spec)
+        reserved = self._starter.reserve(spec, owner.name)
         pooled: PooledDriver | None = None
         try:
             session, pooled, pruned = self._register(spec, project_id, reserved, owner)
@@ -212,6 +216,7 @@ class SessionManager:
                 owner=owner.name,
                 project_id=project_id,
                 workdir=self.settings.state_dir / "sessions" / str(session_id),
+                shared_driver=self._starter.shares(spec),
             )
             pooled = None
             # A rename: quick, and under the lock so that nobody sees the session without its directory.

@@ -272,6 +272,24 @@ _COMPLETION_BODY: Schema = {
     "required": ["code"],
 }
 _SESSION_BODY: Schema = {}  # a marker: the family's own session body
+# A session as both families write it (the DLI family's id is the uuid, Livy's the number); the fields
+# described here are the ones beyond a plain Livy session, and those clients most read.
+_SESSION: Schema = {
+    "type": "object",
+    "required": ["id", "state", "kind", "sharedDriver"],
+    "properties": {
+        "id": {"oneOf": [_int(0), _STRING], "description": "the session's id in the path's family"},
+        "state": {"type": "string", "enum": list(SESSION_STATES)},
+        "kind": _KIND,
+        "appId": {"type": "string", "nullable": True},
+        "sharedDriver": {
+            "type": "boolean",
+            "description": "attached to its owner's shared driver (a server run with --share-driver): the "
+            "JVM, executors and Spark UI are shared with the owner's other such sessions",
+        },
+    },
+}
+_SESSION_REF: Schema = {"$ref": "#/components/schemas/Session"}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/version"): Operation("the Livy version and this server's extensions", errors=(401,)),
@@ -290,11 +308,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             _query("owner", _STRING),
         ),
         errors=(400, 401),
+        answer={
+            "type": "object",
+            "properties": {
+                "from": _int(0),
+                "total": _int(0),
+                "sessions": {"type": "array", "items": _SESSION_REF},
+            },
+        },
     ),
     ("POST", "/sessions"): Operation(
-        "make a session", ok=201, body=_SESSION_BODY, errors=(400, 401, 413, 429)
+        "make a session", ok=201, body=_SESSION_BODY, errors=(400, 401, 413, 429), answer=_SESSION_REF
     ),
-    ("GET", "/sessions/{session_id}"): Operation("a session", query=(_WAIT,)),
+    ("GET", "/sessions/{session_id}"): Operation("a session", query=(_WAIT,), answer=_SESSION_REF),
     ("DELETE", "/sessions/{session_id}"): Operation("end a session and stop its driver", errors=(401, 404)),
     ("GET", "/sessions/{session_id}/state"): Operation("a session's state", query=(_WAIT,)),
     ("GET", "/sessions/{session_id}/log"): Operation(
@@ -486,6 +512,7 @@ def document(routes: Iterable[BaseRoute], server_url: str) -> Schema:
             },
             "schemas": {
                 "Error": _ERROR,
+                "Session": _SESSION,
                 "StatementOutput": _OUTPUT,
                 "JupyterOutput": _JUPYTER_OUTPUT,
                 **{action: _obj(fields, required) for action, (fields, required) in DLC_BODIES.items()},

@@ -1,10 +1,12 @@
 """A warm pool of session drivers: started before anyone asks, handed to sessions with the pool's spec.
 
 A driver start is a JVM and a SparkContext, about 8 s of CPU on a small machine; a session that can use a
-pooled driver (same Spark master and start-time conf, see ``matches``) is ready at once instead. Pooled
-drivers are not sessions: nobody lists them, nobody can run code on them, and the pool stops them when the
-server stops. A server that crashed leaves its pooled drivers behind; the next server on the same state
-dir stops them before it starts its own.
+pooled driver (same Spark master and start-time conf, see ``matches``) is ready at once instead. On a server
+that shares drivers, the pooled drivers are kernels attached to the operator's shared driver (``boot``
+attaches them; ``discard`` lets go of a driver the pool stops). Pooled drivers are not sessions: nobody
+lists them, nobody can run code on them, and the pool stops them when the server stops. A server that
+crashed leaves its pooled drivers behind; the next server on the same state dir stops them before it
+starts its own.
 
 Ownership: an entry the pool has not handed out is the pool's to stop. Once claimed, its driver is the
 session's driver and the session's end stops it, also while it is still starting.
@@ -72,6 +74,7 @@ class DriverPool:
         launch: Callable[[Path], Driver],
         boot: Callable[[Driver, dict[str, Any], float], dict[str, Any]],
         refill_delay: float = REFILL_DELAY,
+        discard: Callable[[Driver], None] = lambda driver: None,
     ) -> None:
         self.size = size
         self.root = root
@@ -79,6 +82,7 @@ class DriverPool:
         self._launch = launch
         self._boot = boot
         self.refill_delay = refill_delay
+        self._discarded = discard  # told of each driver the pool stops, before it stops it
         self._cond = threading.Condition()
         self._entries: list[PooledDriver] = []  # not handed out, oldest first
         self._handing_out: set[PooledDriver] = set()  # claimed while still starting
@@ -94,7 +98,7 @@ class DriverPool:
 
     def matches(self, settings: dict[str, Any]) -> bool:
         """Whether a session with these Spark settings can run on a pooled driver (the app name aside)."""
-        return _without_name(settings) == _without_name(self.settings)
+        return same_spark(settings, self.settings)
 
     def reserve(self, settings: dict[str, Any], timeout: float = 10.0) -> PooledDriver | None:
         """Take a driver for a session with these Spark settings, ready ones first; None if there is none.
@@ -265,6 +269,10 @@ class DriverPool:
         self._next_start = max(self._next_start, time.monotonic() + delay)
 
     def _discard(self, entry: PooledDriver) -> None:
+        try:
+            self._discarded(entry.driver)
+        except Exception:  # the driver is stopped all the same
+            log.exception("letting go of pooled driver %s failed", entry.driver.pid)
         entry.driver.stop()
         shutil.rmtree(entry.workdir, ignore_errors=True)
 
@@ -285,6 +293,11 @@ def stop_leftovers(root: Path) -> None:
             else:
                 driver.close()  # the pid was reused by an unrelated process: not ours to stop
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def same_spark(settings: dict[str, Any], others: dict[str, Any]) -> bool:
+    """Whether two sets of Spark settings start the same driver: all but the app name are equal."""
+    return _without_name(settings) == _without_name(others)
 
 
 def _without_name(settings: dict[str, Any]) -> dict[str, Any]:

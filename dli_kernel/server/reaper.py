@@ -1,7 +1,7 @@
 """The reaper: ends sessions whose heartbeat, ttl or idle timeout ran out, sessions whose driver died while
-idle (a busy session learns that from its statement) or whose Spark JVM died, and sessions whose statement
-ignored its cancel for longer than ``CANCEL_GRACE``; repeats interrupts that were ignored; and notes the
-processes below each driver, so that a session's end stops them all."""
+idle (a busy session learns that from its statement) or whose Spark JVM or shared driver died, and sessions
+whose statement ignored its cancel for longer than ``CANCEL_GRACE``; repeats interrupts that were ignored;
+and notes the processes below each driver, so that a session's end stops them all."""
 
 from __future__ import annotations
 
@@ -26,9 +26,14 @@ TRACK_EVERY = 2.0  # seconds between looks at the processes below each driver
 
 class Reaper:
     def __init__(
-        self, sessions: Callable[[], list[ManagedSession]], states: SessionStates, every: float = 1.0
+        self,
+        sessions: Callable[[], list[ManagedSession]],
+        states: SessionStates,
+        every: float = 1.0,
+        host_gone: Callable[[Driver], str | None] = lambda driver: None,
     ) -> None:
         self._sessions = sessions
+        self._host_gone = host_gone  # why a session must end as its shared driver died (shared_host)
         self._states = states
         self._every = every
         self._thread = threading.Thread(target=self._run, name="dli-reaper", daemon=True)
@@ -68,7 +73,10 @@ class Reaper:
                 self._end_with_statement(session, ignored, "cancelled", "SessionEnded", "the session ended: ")
             elif session.state in ("idle", "busy") and session.driver:
                 jvm = jvm_exited(session.workdir)
-                if jvm is not None:
+                host_gone = self._host_gone(session.driver)
+                if host_gone:
+                    self._end_with_statement(session, host_gone, "error", "SessionDied")
+                elif jvm is not None:
                     self._end_with_statement(session, jvm_exit_reason(jvm), "error", "SessionDied")
                 elif session.state == "idle" and not session.driver.is_alive():
                     self._states.end(session, "dead", "the driver process exited")

@@ -71,6 +71,7 @@ class ManagedSession:
     app_id: str | None = None
     ui_url: str | None = None
     ended_reason: str | None = None
+    shared_driver: bool = False  # attached to its owner's shared driver (shared_host), not one of its own
     statements: list[Statement] = field(default_factory=list)
     # Runtime only, never saved:
     queue: deque[Statement] = field(default_factory=deque, repr=False)
@@ -108,6 +109,7 @@ class ManagedSession:
             "app_id": self.app_id,
             "ui_url": self.ui_url,
             "ended_reason": self.ended_reason,
+            "shared_driver": self.shared_driver,
         }
 
     def log_lines(self, start: int | None = None, size: int = 100) -> tuple[int, int, list[str]]:
@@ -132,6 +134,7 @@ def session_from_record(record: dict[str, Any], statement_records: list[dict[str
         app_id=record["app_id"],
         ui_url=record["ui_url"],
         ended_reason=record["ended_reason"],
+        shared_driver=bool(record.get("shared_driver")),  # absent from records older than it
     )
     session.statements = [_statement_from_record(session.workdir, st) for st in statement_records]
     return session

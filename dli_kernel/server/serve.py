@@ -19,6 +19,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from dli_kernel.protocol import DLC_SECRET_FILE, SERVER_FILE, SERVER_TOKEN_ENV, SESSIONS_DB
+from dli_kernel.server import cds
 from dli_kernel.server.app import create_app
 from dli_kernel.server.longpoll import prepare_held_requests, release_held_requests
 from dli_kernel.server.manager import ServerSettings, SessionManager
@@ -144,10 +145,12 @@ def serve(
     max_driver_memory_mb: int | None = None,
     max_body: int | None = None,
     max_statement_body: int | None = None,
+    share_driver: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``pool`` drivers are started ahead for sessions with the default spec
     (None: one on a local master, none on a cluster). ``users_file``: a team's users besides the operator
-    (whose token is server.json's). ``certfile``/``keyfile``: serve HTTPS. The rest are ServerSettings'."""
+    (whose token is server.json's). ``certfile``/``keyfile``: serve HTTPS. ``share_driver``: sessions of
+    the default spec attach to one driver per owner (shared_host). The rest are ServerSettings'."""
     pool = default_pool(master) if pool is None else pool
     if pool < 0:
         raise ServerConfigError(f"the pool size must be 0 (no pool) or more (got {pool}).")
@@ -192,12 +195,16 @@ def serve(
         "max_body": max_body,
         "max_statement_body": max_statement_body,
     }
+    # Decided once: every driver of this server maps the archive, or none does (built later if missing).
+    class_archive = cds.prepare()
     manager = SessionManager(
         ServerSettings(
             state_dir=state_dir,
             master=master,
             keep_sessions_on_exit=keep_sessions_on_exit,
             pool_size=pool,
+            cds_archive=class_archive.path,
+            share_driver=share_driver,
             **{name: value for name, value in limits.items() if value is not None},
         ),
         Store(state_dir / SESSIONS_DB),
@@ -208,6 +215,7 @@ def serve(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prepare_held_requests(app)
         manager.start()
+        class_archive.start()
         _write_private(
             server_file,
             json.dumps({"url": url, "token": token, "pid": os.getpid(), "state_dir": str(state_dir)}),
@@ -220,6 +228,7 @@ def serve(
         finally:
             _remove_if_ours(server_file)
             manager.close()
+            class_archive.close()
 
     app = create_app(manager, token, url, lifespan=lifespan, users=team or operator)
     config = uvicorn.Config(

@@ -20,6 +20,11 @@ class ServerSettings:
     python: str = sys.executable
     pool_size: int = 0  # drivers started ahead for sessions with the default spec
     pool_refill_delay: float = REFILL_DELAY
+    # Sessions of the default spec (pyspark or sql, no proxy user) attach to one driver per owner (its
+    # JVM and SparkContext) rather than start their own; see shared_host.
+    share_driver: bool = False
+    # The class-data archive of Spark's classes every driver's JVM maps (server/cds.py); None: none.
+    cds_archive: Path | None = None
     reap_every: float = 1.0  # seconds between the reaper's checks of timeouts and drivers
     # The address executors reach the driver at: loopback for local masters and a cluster on this machine;
     # an edge node's address when the cluster's workers are elsewhere.

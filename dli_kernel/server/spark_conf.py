@@ -32,6 +32,9 @@ LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 # Hadoop's own variable (not ours): the user HDFS, YARN and Spark's Hadoop client act as under simple auth.
 HADOOP_USER_ENV = "HADOOP_USER_NAME"
+# spark-class's own variable: the options of the JVM that builds the driver's command line.
+LAUNCHER_OPTS_ENV = "SPARK_LAUNCHER_OPTS"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
 def master_type(master: str) -> str:
@@ -125,10 +128,16 @@ def driver_memory_mb(spec: SessionSpec) -> int | None:
 
 
 def spark_settings(
-    spec: SessionSpec, app_name: str, master: str, state_dir: Path, driver_host: str = LOOPBACK
+    spec: SessionSpec,
+    app_name: str,
+    master: str,
+    state_dir: Path,
+    driver_host: str = LOOPBACK,
+    cds_archive: Path | None = None,
 ) -> dict[str, Any]:
     """``{master, app_name, conf}`` for the driver's ``bootstrap``: the spec's resources as Spark conf,
-    the user's own conf winning over ours."""
+    the user's own conf winning over ours. ``cds_archive``: the class-data archive the driver's JVM maps
+    (see ``server/cds.py``), before the user's own Java options, which win where they differ."""
     res = spec.effective_resources()
     kind = master_type(master)
     conf = {
@@ -155,13 +164,34 @@ def spark_settings(
         if values:
             conf[key] = ",".join(values)
     conf.update(spec.conf)
+    # A classpath of the user's own goes before Spark's jars, where the archive's must be: the JVM would
+    # only say so and start without it.
+    if cds_archive is not None and not conf.get("spark.driver.extraClassPath"):
+        user_options = conf.get(DRIVER_JAVA_OPTIONS, "").strip()
+        conf[DRIVER_JAVA_OPTIONS] = " ".join(filter(None, (archive_options(cds_archive), user_options)))
     return {"master": master, "app_name": app_name, "conf": conf}
 
 
-def driver_env(python: str, proxy_user: str | None = None) -> dict[str, str]:
+def archive_options(archive: Path) -> str:
+    """The JVM options that map a class-data archive; a JVM it does not fit logs one line and goes on."""
+    return f"-XX:SharedArchiveFile={archive} -Xshare:auto"
+
+
+def launcher_archive(driver_archive: Path) -> Path:
+    """The archive of spark-class's launcher JVM, beside the driver's."""
+    return driver_archive.with_name(f"{driver_archive.stem}.launcher.jsa")
+
+
+def launcher_options(driver_archive: Path) -> str:
+    """SPARK_LAUNCHER_OPTS for spark-class's launcher JVM, which only builds the driver's command line:
+    its archive, and the quick (C1) compiler only, as nothing in it runs long enough for C2 to pay off."""
+    return f"-XX:TieredStopAtLevel=1 {archive_options(launcher_archive(driver_archive))}"
+
+
+def driver_env(python: str, proxy_user: str | None = None, cds_archive: Path | None = None) -> dict[str, str]:
     """The server's environment for a driver: the Spark UI on the loopback, ``python`` for PySpark's
-    workers, none of this project's variables (the server's token among them), and ``proxy_user``'s name
-    for Hadoop."""
+    workers, none of this project's variables (the server's token among them), ``proxy_user``'s name
+    for Hadoop, and with ``cds_archive`` the launcher JVM's options (before the user's own)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(ENV_PREFIX)}
     env.pop(SERVER_TOKEN_ENV, None)  # named too, in case the variable is ever renamed out of the prefix
     env.update(
@@ -178,4 +208,7 @@ def driver_env(python: str, proxy_user: str | None = None) -> dict[str, str]:
         # Kerberos cluster this is ignored: acting for another user there takes a principal and keytab
         # allowed to impersonate, which the user passes as spark.kerberos.* in the session's conf.
         env[HADOOP_USER_ENV] = proxy_user
+    if cds_archive is not None:
+        user_options = env.get(LAUNCHER_OPTS_ENV, "").strip()
+        env[LAUNCHER_OPTS_ENV] = " ".join(filter(None, (launcher_options(cds_archive), user_options)))
     return env

@@ -1,5 +1,6 @@
 """Getting a session a running driver: a new one (a few at a time, again when a port was taken), one from
-the warm pool, or, after a server restart, the one it had.
+the warm pool, or, after a server restart, the one it had. With ``--share-driver`` a session of the default
+spec gets a driver kernel attached to its owner's shared driver instead (``shared_host``).
 
 Everything here is slow (processes, sockets, a JVM and a SparkContext) and runs in the session's worker
 thread, never under the state machine's lock; the lock is taken only to look at ``stopping`` and to hand
@@ -29,9 +30,18 @@ from dli_kernel.server.driver_process import (
     jvm_exited,
     note_jvm,
 )
-from dli_kernel.server.pool import DriverPool, PooledDriver, stop_leftovers
+from dli_kernel.server.pool import DriverPool, PooledDriver, same_spark, stop_leftovers
+from dli_kernel.server.principal import operator_name
 from dli_kernel.server.records import ManagedSession
 from dli_kernel.server.settings import ServerSettings
+from dli_kernel.server.shared_host import (
+    HOST_APP_NAME,
+    HOST_LEFT_BEHIND,
+    SHARED_DIR,
+    SharedDrivers,
+    attached_message,
+    stop_leftover_hosts,
+)
 from dli_kernel.server.spark_conf import driver_env, executors_asked, expects_executors, spark_settings
 from dli_kernel.server.states import SessionStates
 from dli_kernel.spec import SessionSpec
@@ -72,38 +82,70 @@ class DriverStarter:
         self._slots = threading.Semaphore(settings.parallel_starts)
         self._leftovers: threading.Thread | None = None
         self.pool: DriverPool | None = None
-        self._pool_env = driver_env(settings.python)
+        self.shared: SharedDrivers | None = None
+        self._pool_env = driver_env(settings.python, cds_archive=settings.cds_archive)
+        self._default = self.spark_settings(SessionSpec(kind="pyspark"), "")
+        if settings.share_driver:
+            root = settings.state_dir / SHARED_DIR
+            self.shared = SharedDrivers(root, self._launch_nobodys, self._boot_host)
+            # Every end of a session passes there: a shared session's end releases it on its host.
+            states.before_stop = self.shared.release
         if settings.pool_size > 0:
             self.pool = DriverPool(
                 settings.pool_size,
                 settings.state_dir / "pool",
                 self.spark_settings(SessionSpec(kind="pyspark"), "dli-kernel-pooled-driver"),
                 # Pooled drivers have no proxy user: sessions with one never take them (see reserve).
-                launch=lambda workdir: self._launch(workdir, workdir / DRIVER_LOG, self._pool_env),
-                boot=self._boot_pooled,
+                launch=self._launch_nobodys,
+                # Sharing, the pool holds kernels attached to the operator's host (see reserve).
+                boot=self._boot_attached if self.shared else self._boot_pooled,
                 refill_delay=settings.pool_refill_delay,
+                discard=self.shared.release if self.shared else lambda driver: None,
             )
 
     def open(self) -> None:
-        """Start the pool; it, or without one a thread of its own, first stops what a crashed server left."""
+        """Start the pool and the shared drivers; each first stops the drivers of its kind a crashed server
+        left, and a thread of its own does that for those this server does not run."""
         if self.pool:
             self.pool.start()
-        elif (self.settings.state_dir / "pool").is_dir():
-            self._leftovers = threading.Thread(
-                target=stop_leftovers, args=(self.settings.state_dir / "pool",), name="dli-pool-leftovers"
+        if self.shared:
+            self.shared.open()
+        state_dir = self.settings.state_dir
+        left = [
+            (stop, root)
+            for stop, root, ours in (
+                (stop_leftovers, state_dir / "pool", self.pool),
+                (stop_leftover_hosts, state_dir / SHARED_DIR, self.shared),
             )
+            if ours is None and root.is_dir()
+        ]
+        if left:
+
+            def stop_all() -> None:
+                for stop, root in left:
+                    stop(root)
+
+            self._leftovers = threading.Thread(target=stop_all, name="dli-leftovers")
             self._leftovers.start()
 
     def close(self) -> None:
-        """Stop the pooled drivers (they are no sessions: they never outlive the server)."""
-        if self.pool:
-            self.pool.close()
+        """Stop the pooled drivers and the shared ones (they are no sessions: they never outlive the
+        server); the shared ones once their sessions, ending meanwhile, have let go of them."""
+        # At once: the hosts stop as soon as the pooled drivers (and the sessions) have let go of them.
+        parts = [part for part in (self.pool, self.shared) if part is not None]
+        closers = [threading.Thread(target=part.close) for part in parts]
+        for thread in closers:
+            thread.start()
+        for thread in closers:
+            thread.join()
         if self._leftovers is not None:
             self._leftovers.join(timeout=5)
 
     def spark_settings(self, spec: SessionSpec, app_name: str) -> dict[str, Any]:
         settings = self.settings
-        return spark_settings(spec, app_name, settings.master, settings.state_dir, settings.driver_host)
+        return spark_settings(
+            spec, app_name, settings.master, settings.state_dir, settings.driver_host, settings.cds_archive
+        )
 
     def session_settings(self, session: ManagedSession) -> dict[str, Any]:
         return self.spark_settings(session.spec, session.spec.name or f"dli-session-{session.id}")
@@ -123,6 +165,39 @@ class DriverStarter:
         info = self._bootstrap(driver, settings, started)
         self._wait_for_executors(driver, settings, started, note, give_up)
         return info
+
+    def _launch_nobodys(self, workdir: Path) -> Driver:
+        """A driver kernel started before anyone asks (pooled, or a shared host): with no proxy user."""
+        return self._launch(workdir, workdir / DRIVER_LOG, self._pool_env)
+
+    def _boot_host(self, driver: Driver, started: float) -> dict[str, Any]:
+        """``boot`` for a shared host: the default spec's Spark settings; the server's log tells how."""
+        settings = self.spark_settings(SessionSpec(kind="pyspark"), HOST_APP_NAME)
+        return self.boot(driver, settings, started, lambda line: log.info("shared driver: %s", line))
+
+    def _boot_attached(self, driver: Driver, settings: dict[str, Any], started: float) -> dict[str, Any]:
+        """``boot`` for the pool of a server that shares drivers: attach to the operator's host."""
+        return self._attach_to_host(driver, operator_name(), started)
+
+    def _attach_to_host(self, driver: Driver, owner: str, started: float) -> dict[str, Any]:
+        """Attach a driver kernel that answers to ``owner``'s host (started first if need be), by the
+        start timeout counted from ``started``; the shared Spark's app info."""
+        assert self.shared is not None
+        left = started + self.settings.start_timeout - time.monotonic()
+        info = self.shared.attach(driver, owner, left)
+        note_jvm(driver.workdir, info)  # the host's JVM: the session's health includes it
+        return info
+
+    def shares(self, spec: SessionSpec) -> bool:
+        """Whether a session with this spec attaches to its owner's shared driver: the server shares, its
+        kind runs on a Python driver, it runs as nobody else, and its Spark settings are the default's."""
+        if self.shared is None or spec.kind not in POOLED_KINDS or spec.proxy_user:
+            return False
+        return same_spark(self.spark_settings(spec, ""), self._default)
+
+    def host_gone(self, driver: Driver) -> str | None:
+        """Why the session of ``driver`` must end because its shared driver died; None if it need not."""
+        return self.shared.host_gone(driver) if self.shared else None
 
     def _boot_pooled(self, driver: Driver, settings: dict[str, Any], started: float) -> dict[str, Any]:
         """``boot`` for the pool, which tells the server's log how it goes (it has no session log)."""
@@ -205,8 +280,11 @@ class DriverStarter:
             self._slots.release()
         if booted is None:
             return
-        # Outside the start slot: a cluster taking its time costs this machine nothing.
         driver, info = booted
+        if session.shared_driver:
+            self._ready(session, info, attached_message(info))
+            return
+        # Outside the start slot: a cluster taking its time costs this machine nothing.
         self._session_wait(session, driver, started)
         self._ready(session, info, f"Spark application {info['appId']}")
 
@@ -223,7 +301,7 @@ class DriverStarter:
         self, session: ManagedSession, started: float
     ) -> tuple[Driver, dict[str, Any]] | None:
         """Start the session's driver kernel and Spark in it; None if the session is stopped meanwhile."""
-        env = driver_env(self.settings.python, session.spec.proxy_user)
+        env = driver_env(self.settings.python, session.spec.proxy_user, self.settings.cds_archive)
         for attempt in range(1, LAUNCH_ATTEMPTS + 1):
             if session.stopping:
                 return None
@@ -240,6 +318,8 @@ class DriverStarter:
                 self._states.log(
                     session, "a port picked for the driver was taken before it started; trying again"
                 )
+        if session.shared_driver:
+            return driver, self._attach_to_host(driver, session.owner, started)
         return driver, self._bootstrap(driver, self.session_settings(session), started)
 
     def _hand_over(self, session: ManagedSession, driver: Driver) -> bool:
@@ -255,19 +335,24 @@ class DriverStarter:
 
     # -- a pooled driver ---------------------------------------------------------------------
 
-    def reserve(self, spec: SessionSpec) -> PooledDriver | None:
-        """A pooled driver for a session with this spec, if it is one the pool's drivers were started
-        with. It may wait a moment for a driver just launched: call without the lock."""
+    def reserve(self, spec: SessionSpec, owner: str | None = None) -> PooledDriver | None:
+        """A pooled driver for a session of ``owner`` (None: the operator) with this spec, if it is one
+        the pool's drivers were started with. It may wait a moment for a driver just launched: call
+        without the lock."""
         # A proxy user is in the driver's environment (HADOOP_USER_NAME), set when it launches; pooled
         # drivers are launched before anyone asks, so as nobody in particular.
         if self.pool is None or spec.kind not in POOLED_KINDS or spec.proxy_user:
             return None
+        if self.shared is not None and owner not in (None, operator_name()):
+            return None  # pooled drivers are attached to the operator's host: no one else's JVM
         return self.pool.reserve(self.spark_settings(spec, ""))
 
     def adopt(self, session: ManagedSession, pooled: PooledDriver) -> None:
         """The session takes a pooled driver whose Spark is up."""
         assert pooled.info is not None
         message = f"took a driver from the warm pool (Spark application {pooled.info['appId']})"
+        if session.shared_driver:
+            message = f"took an attached driver from the warm pool; {attached_message(pooled.info)}"
         self._states.ready(session, pooled.info, message)
 
     def wait_pooled(self, session: ManagedSession, pooled: PooledDriver) -> None:
@@ -305,6 +390,11 @@ class DriverStarter:
         """
         started = time.monotonic()
         driver = self._attach(session.workdir)
+        if session.shared_driver:
+            # Its host stopped with the previous server (or is stopped now, see open): its kernel is
+            # stopped by the session's end rather than left half alive.
+            session.driver = driver
+            raise DriverError(HOST_LEFT_BEHIND)
         if driver is None:
             raise DriverError("the driver process did not survive the server restart")
         session.driver = driver

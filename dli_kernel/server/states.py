@@ -9,6 +9,7 @@ changes, never while the lock is held.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import threading
 import time
@@ -17,7 +18,10 @@ from typing import Any, Protocol
 
 from dli_kernel.protocol import RESULTS_DIR
 from dli_kernel.server import outputs
+from dli_kernel.server.driver_process import Driver
 from dli_kernel.server.records import ManagedSession, Statement, error_output, now_ms
+
+log = logging.getLogger("dli_kernel.server")
 
 # Statements that hold the driver until they end; a session that ends interrupts them first.
 IN_DRIVER = ("running", "cancelling")
@@ -40,6 +44,9 @@ class SessionStates:
         self.closing = threading.Event()  # the server is stopping: workers and the reaper end
         self._store = store
         self._spill_above = spill_above
+        # Told of a session's driver before the session's end stops it, outside the lock: whatever else
+        # holds resources for that driver lets go (a shared driver's host releases the session's gateway).
+        self.before_stop: Callable[[Driver], None] = lambda driver: None
         # Who to tell when a statement (key (session id, statement id)) or a session (key (id, None))
         # changes state: the HTTP requests that long-poll for it.
         self._watchers: dict[tuple[int, int | None], set[Callable[[], None]]] = {}
@@ -75,6 +82,10 @@ class SessionStates:
         if driver:
             if running:
                 driver.interrupt()
+            try:
+                self.before_stop(driver)
+            except Exception:  # the driver is stopped and the end recorded all the same
+                log.exception("session %s could not let go of what its driver held", session.id)
             driver.stop()
         with self.lock:
             for statement in session.statements:

@@ -35,6 +35,8 @@ def _resources(session: ManagedSession) -> dict[str, Any]:
         "heartbeatTimeoutInSecond": spec.heartbeat_timeout_s,
         "ttl": spec.ttl_s,
         "idleTimeout": spec.idle_timeout_s,
+        # Attached to its owner's shared driver (JVM, executors, Spark UI), not a driver of its own.
+        "sharedDriver": session.shared_driver,
         "create_time": session.created,
         "update_time": session.updated,
     }

@@ -82,7 +82,8 @@ class SessionWorker:
                         output = error_output(statement, "SessionDied", err)
                         self._states.finish(session, statement, "error", output)
                 if not session.stopping:
-                    self._states.end(session, "dead", f"the driver stopped: {err}")
+                    reason = self._starter.host_gone(driver) or f"the driver stopped: {err}"
+                    self._states.end(session, "dead", reason)
                 return
             except Exception as err:
                 self._failed(statement, err)

@@ -265,8 +265,8 @@ def test_sql_line_and_cell_with_a_temp_view_from_pyspark(ip: Shell) -> None:
     assert "<th>n</th>" in cell.html and "1 row" in cell.plain
 
     cell = ip.ok("%%sql\nSELECT * FROM numbers ORDER BY id")
-    assert "1000 of 2500 rows shown" in cell.plain  # the default limit is said, never silent
-    cell = ip.ok("%%sql -n 10\nSELECT * FROM numbers ORDER BY id")
+    assert "first 1000 rows shown; more rows exist" in cell.plain  # the default limit is said, never silent
+    cell = ip.ok("%%sql -n 10 --count\nSELECT * FROM numbers ORDER BY id")
     assert "10 of 2500 rows shown" in cell.plain
     cell = ip.ok("%%sql -n -1 -o everything\nSELECT * FROM numbers")
     assert "2500 rows" in cell.plain and len(ip.shell.user_ns["everything"]) == 2500

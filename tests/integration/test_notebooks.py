@@ -125,7 +125,7 @@ def test_sql_kernel_notebook(
         ]
     )
     execute(nb, kernel_env, "dli_sql", monkeypatch)
-    assert "1000 of 1500 rows shown" in texts(nb.cells[1])
+    assert "first 1000 rows shown; more rows exist (%%sql --count for the total" in texts(nb.cells[1])
     assert "3 rows" in texts(nb.cells[2])
     assert texts(nb.cells[3]).strip() == "DataFrame 3 ['r', 'n']"
     assert texts(nb.cells[4]).strip().endswith("1500")

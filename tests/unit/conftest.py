@@ -11,6 +11,13 @@ from dli_kernel.server.manager import SessionManager
 from tests.unit.manager_fakes import FakeLauncher, make_manager
 
 
+@pytest.fixture(autouse=True)
+def no_class_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests start no JVM: a server made in one neither uses nor builds a class-data archive (and its
+    settings do not depend on whether this machine has one)."""
+    monkeypatch.setenv("DLI_KERNEL_CDS", "0")
+
+
 @pytest.fixture
 def launcher() -> FakeLauncher:
     return FakeLauncher()

@@ -9,6 +9,7 @@ import decimal
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -240,3 +241,66 @@ def test_nested_values_become_python_lists_and_dicts() -> None:
     frame = arrow_to_pandas(table)
     assert frame["a"].tolist() == [[1, 2], [3, 4], None] and type(frame["a"][0]) is list
     assert frame["s"].tolist() == [{"k": [1]}, None, {"k": []}]
+
+
+# -- the first page without a count ----------------------------------------------------------------------
+
+
+class SparkLikeFrame:
+    """What ``to_arrow`` uses of a Spark DataFrame: ``limit``, ``toArrow``; a ``count`` is a test failure,
+    as it would run the whole query again."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.collected: list[int] = []
+
+    def limit(self, n: int) -> SparkLikeFrame:
+        limited = SparkLikeFrame(min(n, self.rows))
+        limited.collected = self.collected
+        return limited
+
+    def toArrow(self) -> pa.Table:
+        self.collected.append(self.rows)
+        return pa.table({"k": list(range(self.rows))})
+
+    def count(self) -> int:
+        raise AssertionError("the rows past the page were counted")
+
+
+def test_a_page_of_a_bigger_result_is_collected_with_one_row_more_and_never_counted() -> None:
+    frame = SparkLikeFrame(5000)
+    table, total = arrow_results.to_arrow(frame, max_rows=1000)
+    assert (table.num_rows, total, frame.collected) == (1000, None, [1001])
+    assert arrow_results.row_count(table.num_rows, total) == {
+        "total": 1001,  # a lower bound: a client that reads it as a number still sees the cut
+        "truncated": True,
+        "totalKnown": False,
+    }
+
+
+def test_a_result_within_the_limit_or_all_rows_knows_its_total_from_its_rows() -> None:
+    table, total = arrow_results.to_arrow(SparkLikeFrame(7), max_rows=1000)
+    assert (table.num_rows, total) == (7, 7)
+    every = SparkLikeFrame(5000)
+    table, total = arrow_results.to_arrow(every, max_rows=-1)  # -o with -n -1: the rows are the count
+    assert (table.num_rows, total, every.collected) == (5000, 5000, [5000])
+    assert arrow_results.row_count(5000, 5000) == {"total": 5000, "truncated": False, "totalKnown": True}
+    assert arrow_results.row_count(2, 5) == {"total": 5, "truncated": True, "totalKnown": True}
+
+
+def test_the_inline_fallback_does_not_count_either() -> None:
+    code = inline_code("SELECT * FROM big", "sql", 1000)
+    assert ".count()" not in code and '"totalKnown": known' in code
+
+
+def test_an_uncounted_inline_result_says_its_total_is_a_lower_bound() -> None:
+    table = spark_like_table("UTC")
+
+    def printed(summary: dict[str, Any]) -> dict[str, Any]:
+        text = INLINE_MARKER + json.dumps(summary) + "\n" + base64.b64encode(stream(table)).decode()
+        return {"status": "ok", "data": {"text/plain": text}}
+
+    uncounted = parse_inline(printed({"rows": 3, "total": 4, "truncated": True, "totalKnown": False}))
+    assert (uncounted.total, uncounted.truncated, uncounted.total_known) == (4, True, False)
+    older = parse_inline(printed({"rows": 3, "total": 10, "truncated": True}))  # sessions that counted
+    assert (older.total, older.total_known) == (10, True)

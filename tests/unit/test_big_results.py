@@ -12,6 +12,7 @@ import decimal
 import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ from dli_kernel.client import ClientError, ConnectionFailed, SessionsClient, Sta
 from dli_kernel.client import results as results_module
 from dli_kernel.client.results import (
     Counting,
+    DataFrameResult,
     ResultTooLarge,
     TransferStopped,
     arrow_to_pandas,
@@ -215,18 +217,18 @@ def test_the_download_line_shows_a_bar_only_for_slow_downloads(monkeypatch: pyte
             self.seen.append(bundle)
             self._handle = self._handle or DisplayHandle()
 
-    quick, slow = Download(), Download()
-    quick.line, slow.line = Recorded(), Recorded()
+    quick, slow = Download(Recorded()), Download(Recorded())
     quick.progress(10 * MB, 10 * MB)
     quick.finish(1000)
     assert quick.line.seen == []  # type: ignore[attr-defined]
+    now[0] = 2.0  # the statement ran 2 s in the same line before its result came
     for step in range(5):
-        now[0] = step * 0.3
+        now[0] = 2.0 + step * 0.3
         slow.progress(step * 100 * MB, 400 * MB)
     slow.finish(4_000_000)
     seen = slow.line.seen  # type: ignore[attr-defined]
     assert seen[0]["text/plain"].startswith("[") and "200 MB of 400 MB" in seen[0]["text/plain"]
-    assert seen[-1] == "4,000,000 rows, 400 MB in 1.2 s"
+    assert seen[-1] == "done in 3.2 s; 4,000,000 rows, 400 MB in 1.2 s"
     assert bytes_bar(5 * MB, 0, 2)["text/plain"] == "result: 5.0 MB · 2 s"  # no Content-Length: no bar
 
 
@@ -348,7 +350,7 @@ class NoRunner:
 
     holder = None
 
-    def follow(self, start: Any) -> Any:
+    def follow(self, start: Any, line: Any = None) -> Any:
         raise AssertionError("the query ran")
 
 
@@ -360,7 +362,7 @@ class OneSession:
     def __init__(self, session: Any) -> None:
         self.session = session
 
-    def follow(self, start: Any) -> Any:
+    def follow(self, start: Any, line: Any = None) -> Any:
         start(self.session)
         return {}
 
@@ -395,3 +397,82 @@ def test_a_failed_transfer_blames_the_disk_or_the_network() -> None:
     reset = results_module.transfer_error(ConnectionResetError(104, "reset"), "GET x", "/data/r.parquet")
     assert isinstance(reset, ConnectionFailed) and "broke off" in str(reset)
     assert isinstance(results_module.transfer_error(OSError(28, "full"), "GET x", None), ConnectionFailed)
+
+
+# -- the first page without a count ----------------------------------------------------------------------
+
+
+class PageRunner(OneSession):
+    """A runner whose SQL statements answer as a driver that does not count: the page, ``total`` the
+    lower bound; a ``SELECT count(*)`` statement answers ``counted``. Records every statement run."""
+
+    def __init__(self, session: Any = None, counted: int = 5000) -> None:
+        super().__init__(session)
+        self.counted = counted
+        self.ran: list[tuple[str, int | None]] = []
+
+    def run(self, code: str, kind: str, max_rows: int | None = None) -> dict[str, Any]:
+        self.ran.append((code, max_rows))
+        if code.startswith("SELECT count(*) FROM (\n"):
+            data, extra = [[self.counted]], {"total": 1, "truncated": False}
+        else:
+            page = max_rows if max_rows is not None and max_rows >= 0 else 3
+            data, extra = [[i] for i in range(page)], {"total": page + 1, "truncated": True}
+            extra["totalKnown"] = False
+        schema = {"fields": [{"name": "k", "type": "long"}]}
+        return {"status": "ok", "data": {"application/json": {"schema": schema, "data": data, **extra}}}
+
+
+def test_a_page_runs_one_statement_and_says_more_rows_exist() -> None:
+    runner = PageRunner()
+    result = SqlMagics(None, runner).sql("-n 3", "SELECT k FROM big")  # type: ignore[arg-type]
+    assert runner.ran == [("SELECT k FROM big", 3)]
+    assert result is not None and result.bundle["text/plain"].splitlines()[-1] == (
+        "first 3 rows shown; more rows exist (%%sql --count for the total, -n N for more)"
+    )
+
+
+def test_count_asks_for_the_total_with_a_statement_of_its_own() -> None:
+    runner = PageRunner(counted=5000)
+    result = SqlMagics(None, runner).sql("-n 3 --count", "SELECT k FROM big -- a comment")  # type: ignore[arg-type]
+    assert runner.ran == [
+        ("SELECT k FROM big -- a comment", 3),
+        ("SELECT count(*) FROM (\nSELECT k FROM big -- a comment\n) AS dli_count", 1),
+    ]
+    assert result is not None and result.bundle["text/plain"].splitlines()[-1] == (
+        "3 of 5000 rows shown (raise the row limit to see more)"
+    )
+
+
+def test_an_answer_to_the_count_that_is_no_number_is_one_usage_error() -> None:
+    runner = PageRunner(counted="many")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"^%%sql --count: the count query answered 'many', not a number$"):
+        SqlMagics(None, runner).sql("--count", "SELECT k FROM big")  # type: ignore[arg-type]
+
+
+def test_quiet_and_count_are_refused_together() -> None:
+    with pytest.raises(UsageError, match="-q shows nothing and --count"):
+        sql_options("-q --count", "SELECT 1")
+
+
+class FrameSession:
+    """A session whose ``run_dataframe`` gives the first rows of a bigger, uncounted result."""
+
+    def run_dataframe(self, query: str, **options: Any) -> Any:
+        frame = pa.table({"k": [1, 2, 3]}).to_pandas()
+        statement = StatementInfo(id=0, state="available", output={"status": "ok"}, progress=1.0, code=query)
+        return statement, False, DataFrameResult(frame, 4, True, "arrow", 100, total_known=False)
+
+
+def test_a_frame_of_the_first_rows_says_so_and_count_counts_them() -> None:
+    runner = PageRunner(FrameSession(), counted=5000)
+    magics = SqlMagics(None, runner)  # type: ignore[arg-type]
+    magics.shell = SimpleNamespace(user_ns={})  # type: ignore[assignment]
+    shown = magics.sql("-o df -n 3", "SELECT k FROM big")
+    assert runner.ran == [] and len(magics.shell.user_ns["df"]) == 3  # type: ignore[union-attr]
+    assert shown is not None and shown.bundle["text/plain"].splitlines()[-1] == (
+        "3 rows; df holds the first 3; more rows exist (%%sql --count for the total, -n -1 for all)"
+    )
+    counted = magics.sql("-o df -n 3 --count", "SELECT k FROM big")
+    assert runner.ran == [("SELECT count(*) FROM (\nSELECT k FROM big\n) AS dli_count", 1)]
+    assert counted is not None and counted.bundle["text/plain"].endswith("3 rows; df holds 3 of 5000 rows")

@@ -172,6 +172,12 @@ def test_a_cut_result_says_so_on_the_chart_and_in_the_text() -> None:
     assert spec["title"]["text"] == notes[0] and spec["title"]["orient"] == "bottom"
 
 
+def test_a_cut_whose_rows_were_not_counted_says_only_the_first_rows() -> None:
+    uncounted = sql_rows({"schema": SCHEMA, "data": DATA, "total": 4, "truncated": True, "totalKnown": False})
+    _, notes = build_spec(uncounted, ChartOptions("bar", "k", ("n",)))
+    assert notes == ["the chart shows the first 3 rows (the row limit cut the result; -n -1 draws them all)"]
+
+
 def test_the_rows_drawn_are_bounded() -> None:
     many = Rows(
         ["i", "v"], ["quantitative", "quantitative"], [[i, i] for i in range(MAX_CHART_ROWS + 5)], 20_000, []
@@ -388,7 +394,7 @@ class FrameRunner(FakeRunner):
         super().__init__(output)
         self.frame = frame
 
-    def follow(self, start: Any) -> dict[str, Any]:
+    def follow(self, start: Any, line: Any = None) -> dict[str, Any]:
         runner = self
 
         class Session:

@@ -135,7 +135,7 @@ def test_session_record_is_plain_json(tmp_path: Path) -> None:
     assert record["spec"]["conf"] == {"spark.sql.shuffle.partitions": "8", "spark.a": "1"}
     assert set(record) == {
         "id", "uuid", "spec", "owner", "project_id", "workdir", "state", "created", "updated", "app_id",
-        "ui_url", "ended_reason",
+        "ui_url", "ended_reason", "shared_driver",
     }  # fmt: skip
     assert set(record["spec"]) == {f.name for f in dataclasses.fields(SessionSpec)}
 

@@ -124,3 +124,14 @@ def test_the_document_loads_in_an_openapi_tool(doc: dict) -> None:
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert "POST /v2.0/{project_id}/sessions/{session_id}/statements" in labels
     assert "GET /sessions/{session_id}/ui/{path}" in labels
+
+
+def test_sessions_are_described_with_whether_they_share_a_driver(doc: dict) -> None:
+    session = doc["components"]["schemas"]["Session"]
+    assert session["properties"]["sharedDriver"]["type"] == "boolean"
+    assert "sharedDriver" in session["required"]
+    for path in ("/sessions/{session_id}", "/v2.0/{project_id}/sessions/{session_id}"):
+        answer = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": "#/components/schemas/Session"}
+    listed = doc["paths"]["/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed["properties"]["sessions"]["items"] == {"$ref": "#/components/schemas/Session"}

@@ -310,7 +310,7 @@ SHARED_FIELDS = {
     "appId", "name", "owner", "proxyUser", "kind", "log", "state", "appInfo",
     "sc_type", "cluster_name", "driverMemory", "driverCores", "executorMemory", "executorCores",
     "numExecutors", "conf", "jars", "pyFiles", "files", "archives", "modules",
-    "heartbeatTimeoutInSecond", "ttl", "idleTimeout", "create_time", "update_time",
+    "heartbeatTimeoutInSecond", "ttl", "idleTimeout", "sharedDriver", "create_time", "update_time",
 }  # fmt: skip
 
 

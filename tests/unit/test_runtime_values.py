@@ -6,12 +6,14 @@ import base64
 import datetime
 import decimal
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from dli_kernel.driver import runtime
 from dli_kernel.driver.runtime import to_json_value
+from dli_kernel.protocol import SQL_RESULT_MIME
 
 
 class FakeRow:
@@ -138,3 +140,43 @@ def test_job_group() -> None:
     assert runtime.job_group("abc") == "dli-abc"
     msg_id = "5d8f2a9c-1f0e4b7a_1234_5"
     assert runtime.job_group(msg_id) == f"dli-{msg_id}"
+
+
+class PagedFrame:
+    """What ``run_sql`` uses of a DataFrame; ``count`` fails the test: it would run the query again."""
+
+    schema = SimpleNamespace(json=lambda: '{"type": "struct", "fields": [{"name": "k", "type": "long"}]}')
+
+    def __init__(self, rows: list[int]) -> None:
+        self.rows = rows
+
+    def limit(self, n: int) -> PagedFrame:
+        return PagedFrame(self.rows[:n])
+
+    def collect(self) -> list[tuple[int]]:
+        return [(k,) for k in self.rows]
+
+    def count(self) -> int:
+        raise AssertionError("the rows past the page were counted")
+
+
+def test_run_sql_shows_the_first_page_without_counting_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(runtime, "display", lambda data, raw: shown.append(data[SQL_RESULT_MIME]))
+    monkeypatch.setattr(runtime, "_spark", SimpleNamespace(sql=lambda query: PagedFrame(list(range(5000)))))
+    runtime.run_sql("SELECT k FROM big", max_rows=1000)
+    runtime.run_sql("SELECT k FROM big", max_rows=-1)
+    page, every = shown
+    # The Livy shape keeps a numeric total: the lower bound rows + 1, said to be one by totalKnown.
+    assert (len(page["data"]), page["total"], page["truncated"], page["totalKnown"]) == (
+        1000,
+        1001,
+        True,
+        False,
+    )
+    assert (len(every["data"]), every["total"], every["truncated"], every["totalKnown"]) == (
+        5000,
+        5000,
+        False,
+        True,
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pandas as pd
 
-from dli_kernel.kernel.tables import INTERACTIVE_AFTER, frame_bundle, table_bundle
+from dli_kernel.kernel.tables import INTERACTIVE_AFTER, frame_bundle, result_rows, table_bundle
+from dli_kernel.protocol import SQL_RESULT_MIME
 
 NASTY = "</script><script>alert('x')</script>&\"`${1}"
 
@@ -68,3 +70,43 @@ def test_a_frame_table_says_what_the_variable_holds() -> None:
     markup, script = split(bundle["text/html"])
     assert "<p>30 rows; top holds 30 of 100 rows</p>" in markup and "chart it" in markup
     assert "r29" not in script
+
+
+# -- rows past the limit, counted or not -------------------------------------------------------------
+
+
+def test_an_uncounted_result_says_more_rows_exist_and_how_to_count_them() -> None:
+    value = {
+        "schema": {"fields": [{"name": "k", "type": "long"}]},
+        "data": [[i] for i in range(3)],
+        "total": 4,  # the lower bound a driver that did not count sends
+        "truncated": True,
+        "totalKnown": False,
+    }
+    rows = result_rows({SQL_RESULT_MIME: value})
+    assert rows is not None and (rows.total, rows.total_known) == (4, False)
+    more = "%%sql --count for the total, -n N for more"
+    bundle = table_bundle(rows.names, rows.rows, rows.total, total_known=rows.total_known, more=more)
+    note = "first 3 rows shown; more rows exist (%%sql --count for the total, -n N for more)"
+    assert (
+        bundle["text/plain"].splitlines()[-1] == note and f"<p>{html.escape(note)}</p>" in bundle["text/html"]
+    )
+    assert "of 4" not in bundle["text/plain"]
+
+
+def test_a_counted_or_older_result_says_how_many_rows_it_had() -> None:
+    value = {"schema": {"fields": [{"name": "k", "type": "long"}]}, "data": [[1], [2]], "total": 10}
+    rows = result_rows({SQL_RESULT_MIME: value})  # drivers from before totalKnown always counted
+    assert rows is not None and rows.total_known
+    bundle = table_bundle(rows.names, rows.rows, rows.total, total_known=rows.total_known)
+    assert bundle["text/plain"].splitlines()[-1] == "2 of 10 rows shown (raise the row limit to see more)"
+
+
+def test_a_frame_of_an_uncounted_result_says_it_holds_the_first_rows() -> None:
+    frame = pd.DataFrame({"k": range(3)})
+    more = "%%sql --count for the total, -n -1 for all"
+    bundle = frame_bundle(frame, 4, "df", total_known=False, more=more)
+    assert bundle["text/plain"].splitlines()[-1] == (
+        "3 rows; df holds the first 3; more rows exist (%%sql --count for the total, -n -1 for all)"
+    )
+    assert frame_bundle(frame, 10, "df")["text/plain"].endswith("3 rows; df holds 3 of 10 rows")

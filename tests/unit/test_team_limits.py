@@ -362,9 +362,9 @@ def test_two_creates_at_once_cannot_both_pass_a_limit(tmp_path: Path) -> None:
         barrier = threading.Barrier(2, timeout=WAIT)
         reserve = team.manager._starter.reserve
 
-        def reserve_together(spec: Any) -> Any:
+        def reserve_together(spec: Any, owner: Any = None) -> Any:
             barrier.wait()
-            return reserve(spec)
+            return reserve(spec, owner)
 
         team.manager._starter.reserve = reserve_together  # type: ignore[method-assign]
         statuses: list[int] = []

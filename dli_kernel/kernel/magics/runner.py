@@ -64,12 +64,13 @@ class StatementRunner:
             lambda session, **follow: session.run(code, kind=kind, max_rows=max_rows, **follow)
         )
 
-    def follow(self, start: Start) -> dict[str, Any]:
+    def follow(self, start: Start, line: StatusLine | None = None) -> dict[str, Any]:
         """Run ``start`` with the cell's status line, progress bar, log lines and Ctrl-C as cancel;
-        the statement's ok ``output``, or raise its error."""
+        the statement's ok ``output``, or raise its error. ``line``: the status line to use, for a caller
+        that goes on showing what follows the statement (a download) in the same line."""
         session = self.ready()
         interrupted = threading.Event()
-        bar = StatusLine()
+        bar = StatusLine() if line is None else line
         began = time.monotonic()
 
         def progress(p: Progress) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from dli_kernel.kernel.magics import args
 from dli_kernel.kernel.magics.runner import RunnerMagics
 from dli_kernel.kernel.remote_session import RemoteSession
 from dli_kernel.kernel.sql_text import split_sql
-from dli_kernel.kernel.tables import Rows, frame_bundle, result_rows, table_bundle
+from dli_kernel.kernel.tables import RAISE_LIMIT, Rows, frame_bundle, result_rows, table_bundle
 from dli_kernel.protocol import DEFAULT_MAX_ROWS
 
 TAKES_VALUE = {"-o", "-n", "--sample", "--chart", "-x", "-y", "--agg", "--to-parquet"}
@@ -47,11 +48,14 @@ class SqlMagics(RunnerMagics):
     def sql(self, line: str, cell: str | None = None) -> Result | None:
         """Run SQL on the notebook's session and show the result as a table, or draw it as a chart.
 
-        %%sql [-o VAR] [-n MAXROWS] [-q] [--sample FRACTION] [--to-parquet PATH]   (or %sql [options] QUERY)
+        %%sql [-o VAR] [-n MAXROWS] [--count] [-q] [--sample FRACTION] [--to-parquet PATH]
               [--chart bar|line|area|scatter|pie [-x COL] [-y COL ...] [--agg sum|avg|min|max|count]]
+              (or %sql [options] QUERY)
         -o VAR: also put the result in a local pandas DataFrame VAR (refused, before any transfer, if it
         would not fit in the kernel's memory); -n: row limit (default 1000, -1 all); -q: show nothing;
         --sample: a random fraction of the rows. Statements separated by ; run in order.
+        The rows past the limit are not counted (that runs the query again): the table says more exist.
+        --count: count them too, with a second query, and say the total.
         --to-parquet PATH: write the rows (all of them unless -n says) to a local Parquet file as they
         arrive, never holding them whole; with -o VAR, VAR is a lazy pyarrow.dataset.Dataset over it.
         --chart: draw the result's rows instead of the table; -x: the column along the x axis (or the
@@ -83,10 +87,27 @@ class SqlMagics(RunnerMagics):
             if options.chart:
                 raise UsageError(f"{options.prog} --chart: the statement returned no rows to draw")
             return self.runner.show(output)
+        if options.count and not rows.total_known:
+            rows = dataclasses.replace(rows, total=self._count(last, options.prog), total_known=True)
         if options.chart:
             return draw(rows, options)
         hint = chart_hint(rows.names, rows.types, options.prog)
-        return Result(table_bundle(rows.names, rows.rows, rows.total, hint=hint))
+        more = RAISE_LIMIT if rows.total_known else f"{options.prog} --count for the total, -n N for more"
+        known = rows.total_known
+        return Result(
+            table_bundle(rows.names, rows.rows, rows.total, total_known=known, more=more, hint=hint)
+        )
+
+    def _count(self, query: str, prog: str) -> int:
+        """``--count``: the rows of ``query``, by a query of their own (it runs ``query`` again)."""
+        # The newline ends a trailing -- comment of the user's query.
+        output = self.runner.run(f"SELECT count(*) FROM (\n{query}\n) AS dli_count", "sql", max_rows=1)
+        rows = result_rows(output.get("data") or {})
+        value = rows.rows[0][0] if rows is not None and rows.rows and rows.rows[0] else None
+        try:
+            return int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UsageError(f"{prog} --count: the count query answered {value!r}, not a number") from None
 
     def _to_frame(self, query: str, options: argparse.Namespace) -> Result | None:
         """``-o``: the rows come back as Arrow, straight into a pandas DataFrame; ``--to-parquet``: into a
@@ -96,7 +117,8 @@ class SqlMagics(RunnerMagics):
         except MissingDependency as err:
             raise UsageError(f"{options.prog} {'-o' if options.o else '--to-parquet'}: {err}") from None
         result: DataFrameResult | None = None
-        download = Download()
+        line = StatusLine()  # the statement's progress, then the download's, in one updating line
+        download = Download(line)
 
         def fetch(session: RemoteSession, **follow: Any) -> tuple[StatementInfo, bool]:
             nonlocal result
@@ -115,36 +137,43 @@ class SqlMagics(RunnerMagics):
                 ) from None
             return statement, cancelled
 
-        output = self.runner.follow(fetch)
+        output = self.runner.follow(fetch, line=line)
         if result is None:  # a statement that is not a query, e.g. a SET, answers with text
             if options.chart:
                 raise UsageError(f"{options.prog} --chart: the statement returned no rows to draw")
             return None if options.q else self.runner.show(output)
+        # A file's rows are counted from its footer: nothing is read.
+        download.finish(result.frame.count_rows() if options.to_parquet else len(result.frame))
+        if options.count and not result.total_known:
+            result = dataclasses.replace(result, total=self._count(query, options.prog), total_known=True)
         if options.to_parquet:
-            return self._written(result, options, download)
-        download.finish(len(result.frame))
+            return self._written(result, options)
         self.ipython.user_ns[options.o] = result.frame
         if options.q:
             return None
         if options.chart:
-            return draw(frame_rows(result.frame, result.total), options)
+            rows = dataclasses.replace(frame_rows(result.frame, result.total), total_known=result.total_known)
+            return draw(rows, options)
         names = [str(column) for column in result.frame.columns]
         hint = chart_hint(names, frame_types(result.frame)[0], options.prog)
-        return Result(frame_bundle(result.frame, result.total, options.o, hint=hint))
+        more = f"{options.prog} --count for the total, -n -1 for all"
+        bundle = frame_bundle(
+            result.frame, result.total, options.o, hint=hint, total_known=result.total_known, more=more
+        )
+        return Result(bundle)
 
-    def _written(
-        self, result: DataFrameResult, options: argparse.Namespace, download: Download
-    ) -> Result | None:
+    def _written(self, result: DataFrameResult, options: argparse.Namespace) -> Result | None:
         """``--to-parquet``: where the rows went, and (with ``-o``) the lazy dataset over them."""
         path, dataset = options.to_parquet, result.frame
         rows = dataset.count_rows()  # from the file's footer: nothing is read
-        download.finish(rows)
         if options.o:
             self.ipython.user_ns[options.o] = dataset
         if options.q:
             return None
         written = f"{rows:,} rows, {megabytes(os.path.getsize(path))} written to {path}"
-        if result.truncated:
+        if not result.total_known:
+            written += f" (the first; more rows exist: -n -1 writes all, {options.prog} --count counts them)"
+        elif result.truncated:
             written += f" (the first of {result.total:,}: -n -1 writes all)"
         if options.o:
             how = (
@@ -157,13 +186,15 @@ class SqlMagics(RunnerMagics):
 
 
 class Download:
-    """A result's download shown as one line: a bar by bytes once it lasts BAR_AFTER seconds, then its
-    rows, size and time. Fed by the client's progress calls (a few a second)."""
+    """A result's download shown in the statement's status line: a bar by bytes once it lasts BAR_AFTER
+    seconds, then the statement's time with the rows, size and time of the download. Fed by the client's
+    progress calls (a few a second)."""
 
-    def __init__(self) -> None:
-        self.line = StatusLine()
+    def __init__(self, line: StatusLine) -> None:
+        self.line = line
         self.began: float | None = None
         self.done = 0
+        self.shown = False
 
     def progress(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -171,13 +202,16 @@ class Download:
             self.began = now
         self.done = done
         if now - self.began >= BAR_AFTER:
+            self.shown = True
             self.line.show(bytes_bar(done, total, now - self.began))
 
     def finish(self, rows: int) -> None:
-        """Only where the bar was shown: a quick result says nothing more than its table."""
-        if self.began is not None:
+        """Only where the bar was shown: a quick download leaves the statement's word (or nothing)."""
+        if self.shown and self.began is not None:
             seconds = time.monotonic() - self.began
-            self.line.finish(f"{rows:,} rows, {megabytes(self.done)} in {seconds:.1f} s")
+            self.line.finish(
+                f"done in {self.line.elapsed:.1f} s; {rows:,} rows, {megabytes(self.done)} in {seconds:.1f} s"
+            )
 
 
 def draw(rows: Rows, options: argparse.Namespace) -> Result:
@@ -198,6 +232,7 @@ def sql_options(line: str, cell: str | None) -> tuple[argparse.Namespace, str]:
     parser.add_argument("-o", type=args.identifier, metavar="VAR")
     parser.add_argument("-n", type=args.max_rows, metavar="MAXROWS")
     parser.add_argument("-q", action="store_true")
+    parser.add_argument("--count", action="store_true")
     parser.add_argument("--sample", type=args.fraction, metavar="FRACTION")
     parser.add_argument("--chart", choices=KINDS)
     parser.add_argument("-x", metavar="COL")
@@ -215,6 +250,8 @@ def sql_options(line: str, cell: str | None) -> tuple[argparse.Namespace, str]:
         parsed.n = -1 if parsed.to_parquet is not None else DEFAULT_MAX_ROWS
     if parsed.to_parquet is not None and parsed.chart is not None:
         parser.error("--to-parquet writes the rows to a file and --chart draws them: use one of them")
+    if parsed.q and parsed.count:
+        parser.error("-q shows nothing and --count says how many rows there are: use one of them")
     if parsed.chart is None and (parsed.x is not None or parsed.y or parsed.agg is not None):
         parser.error("-x, -y and --agg shape a chart: add --chart bar|line|area|scatter|pie")
     if parsed.chart is not None:
