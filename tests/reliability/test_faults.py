@@ -283,7 +283,8 @@ def test_driver_killed_mid_start_ends_the_session_in_error(faulted: Sessions) ->
     server = faulted.server
     session_id = server.create(kind="pyspark", name="driver-mid-start")["id"]
     pid_file = server.state_dir / "sessions" / str(session_id) / "driver.pid"
-    wait_until(pid_file.exists, "the session's driver to be launched", 60, 0.05)
+    # Its content, not only the file: the launch creates it, then writes the pid.
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the driver's pid", 60, 0.05)
     driver = driver_pid(server, session_id)
     java_below(driver)  # far enough into the start that a JVM is up, and must go too
     assert session_state(server, session_id) in ("starting", "not_started")
@@ -355,7 +356,8 @@ def test_server_killed_mid_start_the_next_server_finishes_the_start(crashes: Cra
     server = crashes.restart()
     session_id = crashes.session_id = server.create(kind="pyspark", name="crash-survivor")["id"]
     pid_file = server.state_dir / "sessions" / str(session_id) / "driver.pid"
-    wait_until(pid_file.exists, "the session's driver to be launched", 60, 0.05)
+    # Its content, not only the file: the launch creates it, then writes the pid.
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the driver's pid", 60, 0.05)
     java_below(driver_pid(server, session_id))
     assert session_state(server, session_id) == "starting"
     _crash(server)
