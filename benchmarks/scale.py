@@ -51,6 +51,7 @@ from server_load import Client
 
 from dli_kernel.install import install
 from dli_kernel.processes import descendants, process_table
+from dli_kernel.protocol import FORK_SERVER_MODULE
 
 HERE = Path(__file__).resolve().parent
 BUDGET_MB = 16 * 1024
@@ -169,11 +170,24 @@ class Snapshot:
         return self.server_mb + self.host_mb + sum(self.sessions_mb)
 
 
+def is_fork_server(pid: int) -> bool:
+    try:
+        return FORK_SERVER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
 def snapshot(server_pid: int, shared: bool) -> Snapshot:
     """Each child of the server with everything below it is a session's driver, or (shared) the host: the
-    one child with a Java process below it."""
+    one child with a Java process below it. Sharing, those are the fork server's children, and the fork
+    server itself is part of the server's fixed cost."""
     table = process_table()
     children = [pid for pid, (parent, _) in table.items() if parent == server_pid]
+    server_mb = pss_mb([server_pid])
+    for fork_server in [pid for pid in children if is_fork_server(pid)]:
+        children.remove(fork_server)
+        children += [pid for pid, (parent, _) in table.items() if parent == fork_server]
+        server_mb += pss_mb([fork_server])
     host_mb, sessions = 0.0, []
     for child in children:
         tree = [child, *(pid for pid, _ in descendants(child, table))]
@@ -181,7 +195,7 @@ def snapshot(server_pid: int, shared: bool) -> Snapshot:
             host_mb += pss_mb(tree)
         else:
             sessions.append(pss_mb(tree))
-    return Snapshot(pss_mb([server_pid]), host_mb, sessions)
+    return Snapshot(server_mb, host_mb, sessions)
 
 
 # -- 1 and 2: create -> idle, first result -----------------------------------------------------------------

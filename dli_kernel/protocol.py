@@ -55,6 +55,20 @@ ENV_PREFIX = "DLI_KERNEL_"
 
 # Files in a session's workdir (the driver's working directory), written by the driver, read by the server.
 DRIVER_LOG = "driver.log"
+FORK_SERVER_MODULE = "dli_kernel.driver.fork_server"  # run as `python -m ... STATE_DIR`: forks driver kernels
+# A driver kernel's options after `python -m ipykernel_launcher -f CONNECTION_FILE`, however it is started:
+DRIVER_KERNEL_OPTIONS = (
+    # no parent to watch (a server restart must not end the driver), which also keeps the console banner
+    # meant for humans out of the session log;
+    "--IPKernelApp.parent_handle=1",
+    "--IPKernelApp.log_level=ERROR",
+    # the JVM shares the kernel's stdout/stderr: its log lines (and ours, written to sys.__stderr__) belong
+    # in the session log, not in the text of whatever statement is running when they are written;
+    "--IPKernelApp.capture_fd_output=False",
+    # no input history: Livy keeps none, and every driver writing the one history database of the user's
+    # IPython profile made a statement wait seconds for its lock.
+    "--HistoryManager.enabled=False",
+)
 PROGRESS_FILE = "progress.json"
 RESULTS_DIR = "results"  # Arrow results, `<statement id>.arrow`
 KEEP_RESULTS = 2  # per session: the newest, and the one before it for a client still reading it

@@ -27,6 +27,7 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from dli_kernel.processes import ProcessId, descendants, is_running, pid_alive, process_id, stop_all
+from dli_kernel.protocol import DRIVER_KERNEL_OPTIONS, FORK_SERVER_MODULE
 from dli_kernel.server import driver_code
 
 CONNECTION_FILE = "kernel.json"
@@ -162,30 +163,12 @@ class Driver:
     @classmethod
     def launch(cls, workdir: Path, log_path: Path, env: dict[str, str]) -> Driver:
         """Start a kernel process whose stdout/stderr (and so the JVM's log) go to ``log_path``."""
-        workdir.mkdir(parents=True, exist_ok=True)
-        connection_file = workdir / CONNECTION_FILE
-        write_connection_file(str(connection_file), ip="127.0.0.1")
+        connection_file, log_size = _prepare(workdir, log_path)
+        kernel = [sys.executable, "-m", "ipykernel_launcher"]
+        command = [*kernel, "-f", str(connection_file), *DRIVER_KERNEL_OPTIONS]
         with open(log_path, "ab") as log:
-            log_size = log.tell()
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ipykernel_launcher",
-                    "-f",
-                    str(connection_file),
-                    # No parent to watch (a server restart must not end the driver), which also keeps
-                    # the console banner meant for humans out of the session log.
-                    "--IPKernelApp.parent_handle=1",
-                    "--IPKernelApp.log_level=ERROR",
-                    # The JVM shares the kernel's stdout/stderr: its log lines (and ours, written to
-                    # sys.__stderr__) belong in the session log, not in the text of whatever statement
-                    # is running when they are written.
-                    "--IPKernelApp.capture_fd_output=False",
-                    # No input history: Livy keeps none, and every driver writing the one history
-                    # database of the user's IPython profile made a statement wait seconds for its lock.
-                    "--HistoryManager.enabled=False",
-                ],
+                command,
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -197,6 +180,15 @@ class Driver:
             )
         (workdir / PID_FILE).write_text(str(process.pid))
         return cls(workdir, process.pid, process, launch_log=(log_path, log_size))
+
+    @classmethod
+    def fork(cls, workdir: Path, log_path: Path, fork: Callable[[dict[str, str]], int]) -> Driver:
+        """A kernel as ``launch`` starts it, forked by a fork server (``fork`` sends it the request and
+        returns the new kernel's pid, see ``driver.fork_server``): no child of ours, but alike."""
+        connection_file, log_size = _prepare(workdir, log_path)
+        pid = fork({"workdir": str(workdir), "log": str(log_path), "connection_file": str(connection_file)})
+        (workdir / PID_FILE).write_text(str(pid))
+        return cls(workdir, pid, launch_log=(log_path, log_size))
 
     def _lost_a_port(self) -> bool:
         """Did the launched kernel fail to bind a port of its connection file?
@@ -520,6 +512,15 @@ def _lines(traceback: list[str]) -> list[str]:
     return [line + "\n" for line in text.splitlines()]
 
 
+def _prepare(workdir: Path, log_path: Path) -> tuple[Path, int]:
+    """A new kernel's connection file (its ports picked), and the size of its log before it starts."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    connection_file = workdir / CONNECTION_FILE
+    write_connection_file(str(connection_file), ip="127.0.0.1")
+    with open(log_path, "ab") as log:
+        return connection_file, log.tell()
+
+
 def started_with(pid: int, connection_file: Path) -> bool | None:
     """Whether process ``pid`` is a driver kernel of this server's state dir, rather than a later process
     that got its pid; None where there is no /proc to tell (macOS).
@@ -534,6 +535,9 @@ def started_with(pid: int, connection_file: Path) -> bool | None:
         return False
     state_dir = connection_file.parent.parent.parent
     paths = [Path(os.fsdecode(argument)) for argument in arguments]
+    if FORK_SERVER_MODULE.encode() in arguments:
+        # Forked by a fork server, whose command line it has: the state dir that server was started for.
+        return state_dir in paths
     return any(p.name == connection_file.name and p.parent.parent.parent == state_dir for p in paths)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dli_kernel.protocol import DRIVER_LOG
-from dli_kernel.server import driver_code
+from dli_kernel.server import driver_code, forked_drivers
 from dli_kernel.server.driver_process import (
     JVM_PID_FILE,
     Driver,
@@ -30,6 +30,7 @@ from dli_kernel.server.driver_process import (
     jvm_exited,
     note_jvm,
 )
+from dli_kernel.server.forked_drivers import ForkedDrivers
 from dli_kernel.server.pool import DriverPool, PooledDriver, same_spark, stop_leftovers
 from dli_kernel.server.principal import operator_name
 from dli_kernel.server.records import ManagedSession
@@ -84,6 +85,11 @@ class DriverStarter:
         self.pool: DriverPool | None = None
         self.shared: SharedDrivers | None = None
         self._pool_env = driver_env(settings.python, cds_archive=settings.cds_archive)
+        self.forks: ForkedDrivers | None = None
+        if settings.share_driver and launch == Driver.launch and forked_drivers.usable():
+            # A shared session is ready as soon as its kernel is: one forked is, in a fraction of the time.
+            self.forks = ForkedDrivers(settings.state_dir, self._pool_env)
+            self._launch = self.forks.launch
         self._default = self.spark_settings(SessionSpec(kind="pyspark"), "")
         if settings.share_driver:
             root = settings.state_dir / SHARED_DIR
@@ -106,6 +112,8 @@ class DriverStarter:
     def open(self) -> None:
         """Start the pool and the shared drivers; each first stops the drivers of its kind a crashed server
         left, and a thread of its own does that for those this server does not run."""
+        if self.forks:
+            self.forks.start()
         if self.pool:
             self.pool.start()
         if self.shared:
@@ -138,6 +146,8 @@ class DriverStarter:
             thread.start()
         for thread in closers:
             thread.join()
+        if self.forks:
+            self.forks.close()
         if self._leftovers is not None:
             self._leftovers.join(timeout=5)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dli_kernel.processes import descendants
-from dli_kernel.protocol import ENDED_STATES
+from dli_kernel.protocol import ENDED_STATES, FORK_SERVER_MODULE
 from tests.integration.conftest import (
     Server,
     driver_pid,
@@ -31,18 +31,39 @@ LONG_JOB = "spark.range(10**11).selectExpr('sum(id)').collect()"  # holds every 
 IN_BACKGROUND = f"import threading\nthreading.Thread(target=lambda: {LONG_JOB}, daemon=True).start()"
 
 
+def forked_by(state_dir: Path) -> list[int]:
+    """The fork server of the server on ``state_dir`` and every kernel it forked: all have its command
+    line, which names the state dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if FORK_SERVER_MODULE.encode() in arguments and str(state_dir).encode() in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+def host_pids(state_dir: Path) -> list[int]:
+    return [int(path.read_text()) for path in state_dir.glob("shared/*/driver.pid")]
+
+
 def stop_server(server: Server) -> None:
     """Delete what a test left, stop the server, and check that none of its processes outlived it."""
     leaked = server.live_sessions()
     for session in leaked:
         server.delete(f"/sessions/{session['id']}")
     drivers = driver_pids(server.state_dir)
-    hosts = [int(path.read_text()) for path in server.state_dir.glob("shared/*/driver.pid")]
+    hosts = host_pids(server.state_dir)
+    forked = forked_by(server.state_dir)
     assert hosts, "the server ran no shared host"
+    assert forked, "the server forked no kernel"
     assert server.stop() in (0, -signal.SIGTERM)
     assert not leaked, f"tests left sessions behind: {[s['id'] for s in leaked]}"
     assert all(wait_gone(pid, timeout=30) for pid in drivers), "a driver outlived the server"
     assert all(wait_gone(pid, timeout=30) for pid in hosts), "a shared host outlived the server"
+    assert all(wait_gone(pid, timeout=30) for pid in forked), "the fork server outlived the server"
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +154,9 @@ def test_default_sessions_share_one_application(server: Server, a: dict, b: dict
     # Each has a Python driver of its own, without a JVM of its own.
     a_pid, b_pid = driver_pid(server, a["id"]), driver_pid(server, b["id"])
     assert a_pid != b_pid and not has_java(a_pid) and not has_java(b_pid)
+    # Forked by the server's fork server, which is what makes a shared session ready in a fraction of a
+    # second (benchmarks/scale.py).
+    assert {a_pid, b_pid} <= set(forked_by(server.state_dir))
     assert text(server, a["id"], "sc.applicationId") == text(server, b["id"], "sc.applicationId")
     # Every view says so: the Livy list and the DLI one.
     listed = {s["id"]: s for s in server.live_sessions()}
@@ -281,3 +305,32 @@ def test_a_pooled_shared_session_is_idle_at_once(tmp_path: Path) -> None:
         assert pooled.delete(f"/sessions/{created['id']}").status_code == 200
     finally:
         stop_server(pooled)
+
+
+def test_after_a_crash_the_next_server_ends_the_forked_kernels_left(tmp_path: Path) -> None:
+    """Killed -9, the server leaves its host and its sessions' kernels running, as it would drivers started
+    as processes of their own (a restart must not end them); its fork server goes (its stdin closed).
+    The next server knows the kernels as its own by their command line, and stops them with the host."""
+    state_dir = tmp_path / "state"
+    first = Server(state_dir, ("--share-driver",), pool=0)
+    session = new_session(first, "crash-left")
+    kernel = driver_pid(first, session["id"])
+    hosts = host_pids(state_dir)
+    fork_server = [pid for pid in forked_by(state_dir) if pid not in (kernel, *hosts)]
+    assert len(fork_server) == 1 and hosts and kernel in forked_by(state_dir)
+    first.stop(signal.SIGKILL)
+    assert wait_gone(fork_server[0], timeout=30), "the fork server outlived its server"
+    assert pid_alive(kernel) and all(pid_alive(pid) for pid in hosts)
+    second = Server(state_dir, ("--share-driver",), pool=0)
+    try:
+        ended = wait_until(
+            lambda: (s := second.get(f"/sessions/{session['id']}").json())["state"] in ENDED_STATES and s,
+            "the session left by the crash to end",
+            120,
+            0.2,
+        )
+        assert ended["state"] == "dead", ended
+        assert wait_gone(kernel, timeout=60), "the session's forked kernel was left running"
+        assert all(wait_gone(pid, timeout=60) for pid in hosts), "the shared host was left running"
+    finally:
+        assert second.stop() in (0, -signal.SIGTERM)
