@@ -57,6 +57,10 @@ class TestPySparkKernel(jupyter_kernel_test.KernelTests):
         # The first cell waits for the session; the protocol checks use short timeouts.
         reply = cls.kc.execute_interactive("1", timeout=300)
         assert reply["content"]["status"] == "ok"
+        # matplotlib's first import in the driver can take over a second on a busy machine, and a statement
+        # that long shows a progress bar (display data without the figure) that the display check rejects.
+        warm = cls.kc.execute_interactive(cls.code_display_data[1]["code"], timeout=300)
+        assert warm["content"]["status"] == "ok"
         yield
         cls.kc.stop_channels()
         cls.km.shutdown_kernel(now=False)
