@@ -32,7 +32,7 @@ from dli_kernel.client.auth import BearerToken
 from dli_kernel.client.errors import ConfigError
 from dli_kernel.client.tc3 import TencentTC3, tencent_credential
 from dli_kernel.config import Endpoint, load_settings
-from dli_kernel.processes import pid_alive
+from dli_kernel.processes import pid_alive, wait_or_kill
 from dli_kernel.protocol import SERVER_FILE, SERVER_LOG
 
 __all__ = ["START_LOCK", "STATE_DIR_NAME", "default_state_dir", "embedded_endpoint"]
@@ -152,11 +152,7 @@ def _log_tail(log_path: Path, offset: int) -> str:
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    wait_or_kill(process, timeout=10)
 
 
 def _start_server(state_dir: Path, deadline: float, timeout: float) -> Endpoint:

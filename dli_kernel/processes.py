@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def descendants(root: int, table: dict[int, tuple[int, int]] | None = None) -> s
         found.add((pid, table[pid][1]))
         todo.extend(children.get(pid, ()))
     return found
+
+
+def wait_or_kill(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a child asked to end (signalled, or its stdin closed); killed if it is still there after
+    ``timeout`` seconds."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def signal_all(processes: set[ProcessId], sig: int) -> None:

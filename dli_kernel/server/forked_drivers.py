@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from dli_kernel.processes import wait_or_kill
 from dli_kernel.protocol import FORK_SERVER_MODULE
 from dli_kernel.server.driver_process import Driver, DriverError
 
@@ -73,11 +74,7 @@ class ForkedDrivers:
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
                 pipe.close()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        wait_or_kill(process, timeout=5)
 
     def launch(self, workdir: Path, log_path: Path, env: dict[str, str]) -> Driver:
         """A driver kernel forked by the fork server when ``env`` is the one it serves and it works; else
